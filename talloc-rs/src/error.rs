@@ -1,0 +1,112 @@
+//! The one error type of the heap.
+
+use std::fmt;
+
+use crate::AnyPtr;
+
+/// Why a heap operation did nothing.
+///
+/// Every operation that returns an `Error` left the heap exactly as it was.
+///
+/// ```
+/// use talloc::{Talloc, Error};
+/// let mut heap = Talloc::new();
+/// let a = heap.new_context(None)?;
+/// let b = heap.new_context(a)?;
+/// assert_eq!(heap.steal(b, a), Err(Error::Loop));   // C would make a cycle
+/// heap.free(a)?;
+/// assert_eq!(heap.free(a), Err(Error::Stale));     // C would abort
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The handle's object was freed (or moved to another heap).
+    Stale,
+    /// The handle belongs to another heap.
+    ForeignHeap,
+    /// The object is not of the requested type.
+    WrongType {
+        /// The type asked for.
+        expected: &'static str,
+        /// The type stored.
+        actual: &'static str,
+    },
+    /// The steal would put an object under itself or its own descendant.
+    Loop,
+    /// The object has references (more than one parent), so it cannot be
+    /// freed directly: unlink the references first.
+    HasReferences {
+        /// How many references point at it.
+        count: usize,
+    },
+    /// The object's destructor (or a destructor in its subtree, for the
+    /// object itself) refused the free.
+    Refused,
+    /// The object's destructor is running (a destructor freeing its own
+    /// object).
+    DestructorRunning,
+    /// The object is in the middle of being freed.
+    BeingFreed,
+    /// The context is neither the parent of the object nor the owner of one
+    /// of its references.
+    NotAParent,
+    /// The size does not fit (more than 4 GiB, or arithmetic overflow).
+    TooLarge,
+    /// The system allocator failed.
+    OutOfMemory,
+    /// A memory limit set with `set_memlimit` on an ancestor would be
+    /// exceeded.
+    MemoryLimit {
+        /// The limited context.
+        context: AnyPtr,
+    },
+    /// Pools cannot be resized (as in C).
+    IsPool,
+    /// The operation needs a slice or string object.
+    NotResizable,
+    /// The operation is not possible on a reference handle.
+    IsReference,
+    /// A string operation got a length that is not on a character boundary.
+    NotCharBoundary,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Stale => f.write_str("the object was freed or moved to another heap"),
+            Error::ForeignHeap => f.write_str("the handle belongs to another heap"),
+            Error::WrongType { expected, actual } => {
+                write!(f, "type mismatch: expected {expected}, found {actual}")
+            }
+            Error::Loop => f.write_str("the steal would make a loop"),
+            Error::HasReferences { count } => {
+                write!(f, "the object has {count} reference(s): unlink them first")
+            }
+            Error::Refused => f.write_str("a destructor refused the free"),
+            Error::DestructorRunning => f.write_str("the object's destructor is running"),
+            Error::BeingFreed => f.write_str("the object is being freed"),
+            Error::NotAParent => f.write_str("the context is not a parent of the object"),
+            Error::TooLarge => f.write_str("the size is too large"),
+            Error::OutOfMemory => f.write_str("out of memory"),
+            Error::MemoryLimit { context } => {
+                write!(f, "the memory limit of {context:?} would be exceeded")
+            }
+            Error::IsPool => f.write_str("a pool cannot be resized"),
+            Error::NotResizable => f.write_str("only slices and strings can be resized"),
+            Error::IsReference => f.write_str("the object is a reference handle"),
+            Error::NotCharBoundary => f.write_str("the length is not on a character boundary"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<crate::storage::StoreError> for Error {
+    fn from(e: crate::storage::StoreError) -> Error {
+        match e {
+            crate::storage::StoreError::TooLarge => Error::TooLarge,
+            crate::storage::StoreError::OutOfMemory => Error::OutOfMemory,
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Freeing: destructors first, then the children newest first, depth first,
+//! with an explicit stack (a million-deep chain frees fine).
+
+use std::any::Any;
+
+use crate::heap::{DestructorResult, Refused};
+use crate::ptr::Key;
+use crate::storage::{flag, NIL};
+use crate::{AnyPtr, Error, Ptr, Talloc};
+
+/// One object whose children are being freed.
+struct Frame {
+    slot: u32,
+    key: Key,
+    /// Where a refusing child goes (the parent this object had when its own
+    /// free began), if that object is still alive.
+    refuge: Option<Key>,
+    /// Release the object itself once its children are gone (false for
+    /// `free_children`).
+    release: bool,
+}
+
+/// What became of a child we tried to free.
+enum Outcome {
+    /// It is unlinked and marked: free its children, then it.
+    Started,
+    /// It stays alive (it moved elsewhere, or out of the list).
+    Kept,
+}
+
+/// A panic caught in a destructor or a `Drop`, resumed once the heap is
+/// consistent again.
+type Panic = Option<Box<dyn Any + Send>>;
+
+impl Talloc {
+    /// Frees an object and its whole subtree (`talloc_free`).
+    ///
+    /// The object's destructor runs first and may refuse
+    /// ([`Error::Refused`]: nothing is freed). Then the children are freed
+    /// newest first, each destructor before that child's own children. A
+    /// child whose destructor refuses survives: it moves up to the parent of
+    /// the object being freed (talloc's rule T4), so the free itself still
+    /// succeeds. An object with references is not freed
+    /// ([`Error::HasReferences`]), except a top-level one with exactly one,
+    /// which then belongs to that reference's owner (as in C).
+    ///
+    /// Freeing an object that is already being freed (from a destructor) is
+    /// `Ok` and does nothing more; freeing an object from its own destructor
+    /// is [`Error::DestructorRunning`].
+    ///
+    /// # Panics
+    /// A panic in a destructor or a value's `Drop` is resumed after the free
+    /// has finished and the heap is consistent; the object whose destructor
+    /// panicked is kept, as if it had refused.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use talloc::Talloc;
+    /// let mut heap = Talloc::new();
+    /// let log = Rc::new(RefCell::new(Vec::new()));
+    /// let p = heap.strdup(None, "P")?;
+    /// let c1 = heap.strdup(p, "C1")?;
+    /// let c2 = heap.strdup(p, "C2")?;
+    /// let g1 = heap.strdup(c1, "G1")?;
+    /// for x in [p, c1, c2, g1] {
+    ///     let log = log.clone();
+    ///     heap.set_destructor(x, move |heap, me| {
+    ///         log.borrow_mut().push(heap[me].to_string());
+    ///         Ok(())
+    ///     })?;
+    /// }
+    /// heap.free(p)?;
+    /// assert_eq!(*log.borrow(), ["P", "C2", "C1", "G1"]);
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
+    pub fn free(&mut self, p: impl Into<AnyPtr>) -> Result<(), Error> {
+        let key = p.into().key;
+        let slot = self.slot(key)?;
+        let n = self.slots.node(slot);
+        if n.has(flag::FREEING) {
+            return Ok(());
+        }
+        if n.has(flag::IN_DESTRUCTOR) {
+            return Err(Error::DestructorRunning);
+        }
+        if n.has(flag::REFERENCED) {
+            let count = self.rare(slot).map_or(0, |r| r.refs.len());
+            if n.parent == NIL && count == 1 {
+                return self.unlink_ref(None, AnyPtr { key });
+            }
+            return Err(Error::HasReferences { count });
+        }
+        let mut panic: Panic = None;
+        if n.has(flag::DESTRUCTOR) {
+            match self.run_destructor(slot, &mut panic) {
+                Ok(()) => {}
+                Err(Refused) => {
+                    if let Some(p) = panic {
+                        std::panic::resume_unwind(p);
+                    }
+                    return Err(Error::Refused);
+                }
+            }
+            // The destructor may have freed or moved things, even this
+            // object's ancestors: look again.
+            if self.slot(key).is_err() {
+                return Ok(());
+            }
+        }
+        let parent = self.slots.node(slot).parent;
+        let refuge = (parent != NIL).then(|| self.key(parent));
+        self.detach_for_free(slot);
+        let frame = Frame {
+            slot,
+            key,
+            refuge,
+            release: true,
+        };
+        self.drain(frame, &mut panic);
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
+        Ok(())
+    }
+
+    /// Frees every child of an object but not the object
+    /// (`talloc_free_children`). A name set with
+    /// [`set_name`](Talloc::set_name) survives, as in C. Children whose
+    /// destructors refuse move to the object's parent.
+    ///
+    /// ```
+    /// # let mut heap = talloc::Talloc::new();
+    /// let p = heap.new_context(None)?;
+    /// heap.set_name(p, format_args!("conn {}", 1))?;
+    /// heap.zeroed(p, 10)?;
+    /// heap.zeroed(p, 10)?;
+    /// heap.free_children(p)?;
+    /// assert_eq!(heap.name(p)?, "conn 1");
+    /// assert_eq!(heap.total_blocks(p)?, 2); // p and its name
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
+    pub fn free_children(&mut self, p: impl Into<AnyPtr>) -> Result<(), Error> {
+        let key = p.into().key;
+        let slot = self.slot(key)?;
+        if self.slots.node(slot).has(flag::FREEING) {
+            return Ok(());
+        }
+        // Keep the name chunk out of the way while the children go.
+        let name = self.name_chunk(slot);
+        if let Some(name) = name {
+            self.unlink_node(name);
+        }
+        let parent = self.slots.node(slot).parent;
+        let refuge = (parent != NIL).then(|| self.key(parent));
+        let mut panic: Panic = None;
+        self.drain(
+            Frame {
+                slot,
+                key,
+                refuge,
+                release: false,
+            },
+            &mut panic,
+        );
+        if let Some(name) = name {
+            if self.slot(key).is_ok() {
+                self.link(slot, name);
+            }
+        }
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
+        Ok(())
+    }
+
+    /// Takes an object out of the tree for freeing: limits are uncharged,
+    /// then it is unlinked and marked.
+    fn detach_for_free(&mut self, slot: u32) {
+        let parent = self.slots.node(slot).parent;
+        if self.limits > 0 && parent != NIL && !self.slots.node(parent).has(flag::FREEING) {
+            let bytes = self.charged_bytes(slot);
+            self.uncharge(parent, bytes);
+        }
+        self.unlink_node(slot);
+        self.slots.node_mut(slot).flags |= flag::FREEING;
+    }
+
+    /// Frees the children of `root` (and `root` itself if asked), depth
+    /// first, without recursion.
+    fn drain(&mut self, root: Frame, panic: &mut Panic) {
+        let mut stack = vec![root];
+        while let Some(top) = stack.last() {
+            let (slot, key) = (top.slot, top.key);
+            // A frame that is not being freed (free_children) may have been
+            // freed by a destructor meanwhile.
+            if !top.release && self.slot(key).is_err() {
+                stack.pop();
+                continue;
+            }
+            let child = self.slots.node(slot).child;
+            if child == NIL {
+                let top = stack.pop().expect("stack is not empty");
+                if top.release {
+                    self.release(top.slot, panic);
+                }
+                continue;
+            }
+            // The common case: a leaf with no destructor, reference or name.
+            let c = self.slots.node(child);
+            let plain = flag::INLINE | flag::NOT_SEND | flag::IN_POOL | flag::CONTEXT;
+            if c.child == NIL && c.flags & !plain == 0 && self.limits == 0 {
+                self.unlink_node(child);
+                self.release(child, panic);
+                continue;
+            }
+            let refuge = top.refuge;
+            if let Outcome::Started = self.begin_child_free(child, slot, refuge, panic) {
+                let ckey = self.key(child);
+                stack.push(Frame {
+                    slot: child,
+                    key: ckey,
+                    refuge: Some(key),
+                    release: true,
+                });
+            }
+        }
+    }
+
+    /// Tries to free `child` of `parent` (whose own refuge is `refuge`).
+    fn begin_child_free(
+        &mut self,
+        child: u32,
+        parent: u32,
+        refuge: Option<Key>,
+        panic: &mut Panic,
+    ) -> Outcome {
+        // A referenced child survives under the owner of its newest
+        // reference, unless that reference lives inside the child's own
+        // subtree (then it is simply dropped).
+        while self.slots.node(child).has(flag::REFERENCED) {
+            let handle = *self
+                .rare(child)
+                .and_then(|r| r.refs.last())
+                .expect("REFERENCED has refs");
+            let owner = self.slots.node(handle).parent;
+            let inside = self.is_within(handle, child);
+            self.drop_handle(handle, panic);
+            if !inside {
+                if self.slots.node(child).parent == parent {
+                    self.move_to(child, owner);
+                }
+                return Outcome::Kept;
+            }
+        }
+        let ckey = self.key(child);
+        let refused = if self.slots.node(child).has(flag::IN_DESTRUCTOR) {
+            true
+        } else if self.slots.node(child).has(flag::DESTRUCTOR) {
+            self.run_destructor(child, panic).is_err()
+        } else {
+            false
+        };
+        if self.slot(ckey).is_err() {
+            // The destructor could not free its own object, but it may have
+            // freed an ancestor of it that was not being freed... either way
+            // there is nothing left to do here.
+            return Outcome::Kept;
+        }
+        if refused {
+            // T4: the child stays alive. If the destructor already gave it a
+            // new home, leave it there; otherwise it moves up one level.
+            if self.slots.node(child).parent == parent {
+                let dest = refuge.and_then(|k| self.slot(k).ok()).unwrap_or(NIL);
+                self.move_to(child, dest);
+            }
+            return Outcome::Kept;
+        }
+        self.detach_for_free(child);
+        Outcome::Started
+    }
+
+    /// Runs an object's destructor. A panicking destructor counts as a
+    /// refusal; the panic is kept for the caller to resume.
+    pub(crate) fn run_destructor(&mut self, slot: u32, panic: &mut Panic) -> DestructorResult {
+        let key = self.key(slot);
+        let Some(mut d) = self.rare_mut(slot).destructor.take() else {
+            return Ok(());
+        };
+        self.slots.node_mut(slot).flags |= flag::IN_DESTRUCTOR;
+        let me = AnyPtr { key };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d(self, me)));
+        let verdict = match r {
+            Ok(v) => v,
+            Err(p) => {
+                if panic.is_none() {
+                    *panic = Some(p);
+                }
+                Err(Refused)
+            }
+        };
+        if self.slot(key).is_ok() {
+            self.slots.node_mut(slot).flags &= !flag::IN_DESTRUCTOR;
+            if verdict.is_err() {
+                // Restore it, unless the destructor set another one.
+                let rare = self.rare_mut(slot);
+                if rare.destructor.is_none() && self.slots.node(slot).has(flag::DESTRUCTOR) {
+                    self.rare_mut(slot).destructor = Some(d);
+                }
+            } else {
+                // The object is about to go; a destructor it set for itself
+                // meanwhile is dropped with it.
+                self.slots.node_mut(slot).flags &= !flag::DESTRUCTOR;
+            }
+        }
+        verdict
+    }
+
+    /// Releases a node that is out of the tree and childless.
+    fn release(&mut self, slot: u32, panic: &mut Panic) {
+        if self.slots.node(slot).has(flag::REF_HANDLE) {
+            self.forget_handle(slot);
+        }
+        if self.slots.node(slot).has(flag::LIMIT) {
+            self.limits -= 1;
+        }
+        let rare = self.drop_rare(slot);
+        let p = self.slots.release(slot);
+        if panic.is_none() {
+            *panic = p;
+        }
+        // Dropping the destructor closure may run arbitrary Drop code too.
+        if let Some(rare) = rare {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(rare)));
+            if let (Err(p), None) = (r, panic.as_ref()) {
+                *panic = Some(p);
+            }
+        }
+    }
+
+    /// Frees a reference handle (unlinking it from its target).
+    pub(crate) fn drop_handle(&mut self, handle: u32, panic: &mut Panic) {
+        let key = self.key(handle);
+        let parent = self.slots.node(handle).parent;
+        let refuge = (parent != NIL).then(|| self.key(parent));
+        self.detach_for_free(handle);
+        self.drain(
+            Frame {
+                slot: handle,
+                key,
+                refuge,
+                release: true,
+            },
+            panic,
+        );
+    }
+
+    /// Whether `slot` is `ancestor` or below it.
+    pub(crate) fn is_within(&self, mut slot: u32, ancestor: u32) -> bool {
+        while slot != NIL {
+            if slot == ancestor {
+                return true;
+            }
+            slot = self.slots.node(slot).parent;
+        }
+        false
+    }
+
+    /// Sets the destructor of an object (`talloc_set_destructor`), replacing
+    /// any previous one. It runs when the object is freed, before its
+    /// children, with the heap and the object's handle; returning
+    /// `Err(Refused)` keeps the object alive.
+    ///
+    /// ```
+    /// use talloc::{Talloc, Refused};
+    /// let mut heap = Talloc::new();
+    /// let top = heap.new_context(None)?;
+    /// let keep = heap.strdup(top, "precious")?;
+    /// heap.set_destructor(keep, |_, _| Err(Refused))?;
+    /// heap.free(top)?;                  // the child refuses and survives
+    /// assert_eq!(heap.parent(keep)?, None);
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
+    pub fn set_destructor<T: ?Sized + 'static>(
+        &mut self,
+        p: Ptr<T>,
+        mut f: impl FnMut(&mut Talloc, Ptr<T>) -> DestructorResult + 'static,
+    ) -> Result<(), Error> {
+        let slot = self.slot(p.key)?;
+        if self.slots.node(slot).has(flag::REF_HANDLE) {
+            return Err(Error::IsReference);
+        }
+        let erased: crate::heap::Destructor =
+            Box::new(move |heap: &mut Talloc, me: AnyPtr| f(heap, Ptr::from_key(me.key)));
+        self.rare_mut(slot).destructor = Some(erased);
+        self.slots.node_mut(slot).flags |= flag::DESTRUCTOR;
+        Ok(())
+    }
+
+    /// Removes an object's destructor (`talloc_set_destructor(p, NULL)`).
+    ///
+    /// ```
+    /// # let mut heap = talloc::Talloc::new();
+    /// let p = heap.alloc(None, 1u8)?;
+    /// heap.set_destructor(p, |_, _| Err(talloc::Refused))?;
+    /// heap.clear_destructor(p)?;
+    /// assert!(!heap.has_destructor(p)?);
+    /// heap.free(p)?;
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
+    pub fn clear_destructor(&mut self, p: impl Into<AnyPtr>) -> Result<(), Error> {
+        let slot = self.slot(p.into().key)?;
+        if self.slots.node(slot).has(flag::DESTRUCTOR) {
+            let old = self.rare_mut(slot).destructor.take();
+            self.slots.node_mut(slot).flags &= !flag::DESTRUCTOR;
+            drop(old);
+        }
+        Ok(())
+    }
+
+    /// Whether a destructor is set.
+    ///
+    /// ```
+    /// # let mut heap = talloc::Talloc::new();
+    /// let p = heap.alloc(None, 1u8)?;
+    /// assert!(!heap.has_destructor(p)?);
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
+    pub fn has_destructor(&self, p: impl Into<AnyPtr>) -> Result<bool, Error> {
+        let slot = self.slot(p.into().key)?;
+        Ok(self.slots.node(slot).has(flag::DESTRUCTOR))
+    }
+}

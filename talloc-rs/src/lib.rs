@@ -1,0 +1,62 @@
+//! A hierarchical heap in the style of Samba's talloc.
+//!
+//! Every object lives in a [`Talloc`] heap and has at most one parent.
+//! Freeing an object frees its whole subtree, each object's destructor
+//! first; [`steal`](Talloc::steal) moves a subtree under a new parent in
+//! O(1). Objects are named by [`Ptr`] handles: small `Copy` values that never
+//! dangle. A freed object's handle reads [`Error::Stale`], a handle from
+//! another heap [`Error::ForeignHeap`]; nothing is undefined behaviour and
+//! nothing aborts.
+//!
+//! ```
+//! use talloc::Talloc;
+//!
+//! let mut heap = Talloc::new();
+//! let server = heap.new_context(None)?;
+//! let conn = heap.strdup(server, "conn 1")?;
+//! let buf = heap.zeroed(conn, 512)?;
+//! heap.steal(None, buf)?;            // keep the buffer beyond the connection
+//! heap.free(server)?;                // conn goes, buf stays
+//! assert!(heap.get(conn).is_err());
+//! assert_eq!(heap[buf].len(), 512);
+//! # Ok::<(), talloc::Error>(())
+//! ```
+//!
+//! The modules, in reading order:
+//!
+//! - creation and access: [`Talloc`], [`Ptr`], [`AnyPtr`] (heap.rs, ptr.rs);
+//! - freeing and destructors: [`Talloc::free`], [`Talloc::set_destructor`];
+//! - reparenting and references: [`Talloc::steal`], [`Talloc::reference`];
+//! - names and types: [`Talloc::name`], [`Talloc::downcast`];
+//! - queries and sizes: [`Talloc::children`], [`Talloc::total_size`];
+//! - pools and memory limits: [`Talloc::pool`], [`Talloc::set_memlimit`];
+//! - reports: [`Talloc::report_full`], [`Talloc::dot`], [`LeakReport`];
+//! - the invariant checker for property tests: [`Talloc::verify`];
+//! - subtrees that move between heaps: [`Parcel`].
+#![deny(missing_docs, missing_debug_implementations)]
+
+mod error;
+mod free;
+mod heap;
+mod limit;
+mod names;
+mod parcel;
+mod ptr;
+mod query;
+mod report;
+mod storage;
+mod tree;
+mod verify;
+
+#[cfg(feature = "proptest")]
+pub mod strategy;
+
+pub use error::Error;
+pub use heap::{DestructorResult, Pool, Refused, Talloc};
+pub use names::{NAME_CHUNK_NAME, REFERENCE_NAME};
+pub use parcel::{AttachError, DetachError, Parcel, TransferError, TransferRule};
+pub use ptr::{AnyPtr, IntoParent, Ptr};
+pub use query::Children;
+pub use report::{LeakReport, ReportEntry};
+pub use storage::Object;
+pub use verify::Violation;

@@ -1,0 +1,1059 @@
+//! The storage layer: slots, payloads and pool regions.
+//!
+//! This is the only module of the workspace with `unsafe` code. Everything
+//! above it works with slot indices and the [`Node`] links; this module owns
+//! the bytes. Its invariants, which every `unsafe` block below relies on:
+//!
+//! 1. A live node (odd generation) holds exactly `len` initialised elements of
+//!    the type its `desc` describes, either inline in the node or behind
+//!    `Payload::out.ptr` (an allocation of its own, or a range of a pool
+//!    region that stays allocated while the node lives).
+//! 2. A `Ptr<T>` whose heap id and generation match a live node was minted for
+//!    that node by an allocation of `T` (or a checked downcast to `T`), and no
+//!    operation changes the type of a live node. So the stored type is `T`.
+//! 3. A free node holds no value: its payload bytes are never read.
+
+use std::alloc::{self, Layout};
+use std::any::TypeId;
+use std::mem::{self, MaybeUninit};
+use std::ptr::{self, NonNull};
+
+/// "No slot": the end of a list, or no parent.
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// Values of at most this many bytes (and alignment at most 8) live inside
+/// their node, with no allocator call.
+pub(crate) const INLINE_BYTES: usize = 32;
+
+/// Slots come in chunks of this many nodes, so growing the heap never copies
+/// the nodes already allocated (and the peak is not twice the live size).
+const CHUNK_SHIFT: u32 = 12;
+const CHUNK: usize = 1 << CHUNK_SHIFT;
+const CHUNK_MASK: u32 = (CHUNK as u32) - 1;
+
+/// What the heap knows about a stored type, one static per type.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TypeDesc {
+    pub(crate) type_id: fn() -> TypeId,
+    pub(crate) type_name: fn() -> &'static str,
+    pub(crate) elem_size: usize,
+    pub(crate) elem_align: usize,
+    pub(crate) needs_drop: bool,
+    /// Drops `len` elements at the pointer.
+    drop: unsafe fn(*mut u8, usize),
+    pub(crate) kind: Kind,
+}
+
+/// The shape of a stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// One `T`.
+    Value,
+    /// `len` elements of `T`.
+    Slice,
+    /// UTF-8 bytes followed by a NUL; `len` counts the NUL as C does.
+    Str,
+}
+
+impl TypeDesc {
+    pub(crate) fn own_size(&self, len: u32) -> usize {
+        self.elem_size * len as usize
+    }
+}
+
+/// A type that can live in a [`Talloc`](crate::Talloc) heap: any `'static`
+/// sized type, a slice `[T]` of them, or `str`.
+///
+/// The trait is sealed: it is implemented for exactly those types.
+pub trait Object: private::Sealed + 'static {
+    #[doc(hidden)]
+    fn desc() -> &'static TypeDesc;
+    /// Builds a reference to the object stored at `data` with `len` elements.
+    ///
+    /// # Safety
+    /// `data` must point to `len` initialised elements laid out as `desc`
+    /// says, valid and unaliased for `'a`.
+    #[doc(hidden)]
+    unsafe fn from_raw<'a>(data: *mut u8, len: u32) -> &'a mut Self;
+}
+
+mod private {
+    pub trait Sealed {}
+    impl<T: 'static> Sealed for T {}
+    impl<T: 'static> Sealed for [T] {}
+    impl Sealed for str {}
+}
+
+/// Drops one `T` at `p`.
+///
+/// # Safety
+/// `p` points to an initialised `T` that is not used again.
+unsafe fn drop_one<T>(p: *mut u8, _len: usize) {
+    // SAFETY: the caller guarantees an initialised, unaliased `T`.
+    unsafe { ptr::drop_in_place(p.cast::<T>()) }
+}
+
+/// Drops `len` elements of `T` at `p`.
+///
+/// # Safety
+/// `p` points to `len` initialised `T`s that are not used again.
+unsafe fn drop_many<T>(p: *mut u8, len: usize) {
+    // SAFETY: the caller guarantees `len` initialised, unaliased elements.
+    unsafe { ptr::drop_in_place(ptr::slice_from_raw_parts_mut(p.cast::<T>(), len)) }
+}
+
+/// Bytes need no drop.
+unsafe fn drop_nothing(_p: *mut u8, _len: usize) {}
+
+struct DescOf<T: ?Sized>(std::marker::PhantomData<T>);
+
+impl<T: 'static> DescOf<T> {
+    const VALUE: TypeDesc = TypeDesc {
+        type_id: TypeId::of::<T>,
+        type_name: std::any::type_name::<T>,
+        elem_size: mem::size_of::<T>(),
+        elem_align: mem::align_of::<T>(),
+        needs_drop: mem::needs_drop::<T>(),
+        drop: drop_one::<T>,
+        kind: Kind::Value,
+    };
+    const SLICE: TypeDesc = TypeDesc {
+        type_id: TypeId::of::<[T]>,
+        type_name: std::any::type_name::<[T]>,
+        elem_size: mem::size_of::<T>(),
+        elem_align: mem::align_of::<T>(),
+        needs_drop: mem::needs_drop::<T>(),
+        drop: drop_many::<T>,
+        kind: Kind::Slice,
+    };
+}
+
+static STR_DESC: TypeDesc = TypeDesc {
+    type_id: TypeId::of::<str>,
+    type_name: std::any::type_name::<str>,
+    elem_size: 1,
+    elem_align: 1,
+    needs_drop: false,
+    drop: drop_nothing,
+    kind: Kind::Str,
+};
+
+impl<T: 'static> Object for T {
+    fn desc() -> &'static TypeDesc {
+        &DescOf::<T>::VALUE
+    }
+    unsafe fn from_raw<'a>(data: *mut u8, _len: u32) -> &'a mut T {
+        // SAFETY: the caller guarantees an initialised `T` at `data`.
+        unsafe { &mut *data.cast::<T>() }
+    }
+}
+
+impl<T: 'static> Object for [T] {
+    fn desc() -> &'static TypeDesc {
+        &DescOf::<T>::SLICE
+    }
+    unsafe fn from_raw<'a>(data: *mut u8, len: u32) -> &'a mut [T] {
+        // SAFETY: the caller guarantees `len` initialised `T`s at `data`.
+        unsafe { &mut *ptr::slice_from_raw_parts_mut(data.cast::<T>(), len as usize) }
+    }
+}
+
+impl Object for str {
+    fn desc() -> &'static TypeDesc {
+        &STR_DESC
+    }
+    unsafe fn from_raw<'a>(data: *mut u8, len: u32) -> &'a mut str {
+        // SAFETY: strings are stored as valid UTF-8 followed by one NUL byte
+        // (`len` counts it), written only through `str` methods.
+        unsafe {
+            let bytes = &mut *ptr::slice_from_raw_parts_mut(data, len as usize - 1);
+            std::str::from_utf8_unchecked_mut(bytes)
+        }
+    }
+}
+
+/// The descriptor of internal zero-sized markers (contexts, pools, reference
+/// handles): their own size is 0 and they hold no value.
+pub(crate) fn marker_desc<M: 'static>() -> &'static TypeDesc {
+    &DescOf::<M>::VALUE
+}
+
+/// Where a node's value lives when it is not inline.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct OutOfLine {
+    ptr: NonNull<u8>,
+    /// The pool region it was carved from, or `NIL`.
+    pool: u32,
+    /// Capacity in bytes (at least the value's size).
+    cap: u32,
+}
+
+#[repr(C, align(8))]
+union Payload {
+    inline: [MaybeUninit<u8>; INLINE_BYTES],
+    out: OutOfLine,
+}
+
+/// Node flags. The hot ones are tested on every free; the rare ones say that
+/// the node has an entry in the heap's side table.
+pub(crate) mod flag {
+    /// The value lives inside the node.
+    pub const INLINE: u32 = 1 << 0;
+    /// The node has an entry in the rare table (destructor, name, refs, limit, pool).
+    pub const RARE: u32 = 1 << 1;
+    /// A destructor is set (implies RARE).
+    pub const DESTRUCTOR: u32 = 1 << 2;
+    /// References point at this node (implies RARE).
+    pub const REFERENCED: u32 = 1 << 3;
+    /// This node is a reference handle (implies RARE: its target).
+    pub const REF_HANDLE: u32 = 1 << 4;
+    /// The value is not `Send`: it may not leave its heap's thread.
+    pub const NOT_SEND: u32 = 1 << 5;
+    /// The node is a pool (its region id is in its payload).
+    pub const POOL: u32 = 1 << 6;
+    /// The value was carved from a pool region.
+    pub const IN_POOL: u32 = 1 << 7;
+    /// The node is being freed (unlinked; its children are going).
+    pub const FREEING: u32 = 1 << 8;
+    /// Its destructor is running.
+    pub const IN_DESTRUCTOR: u32 = 1 << 9;
+    /// The node is a name chunk made by `set_name`.
+    pub const NAME_CHUNK: u32 = 1 << 10;
+    /// The node has a custom name (implies RARE).
+    pub const NAMED: u32 = 1 << 11;
+    /// The node carries a memory limit (implies RARE).
+    pub const LIMIT: u32 = 1 << 12;
+    /// The node is a plain context (`new_context`).
+    pub const CONTEXT: u32 = 1 << 13;
+}
+
+/// One slot: the tree links and the value (or where it is).
+pub(crate) struct Node {
+    /// Odd while live; bumped on allocation and on free.
+    pub gen: u32,
+    pub flags: u32,
+    pub parent: u32,
+    /// Newest child (the head of the child list).
+    pub child: u32,
+    /// The next newer sibling (towards the head), or NIL.
+    pub prev: u32,
+    /// The next older sibling, or NIL. Doubles as the free-list link.
+    pub next: u32,
+    /// Number of elements (bytes including the NUL for strings).
+    pub len: u32,
+    /// Index in the rare table, or NIL.
+    pub rare: u32,
+    pub desc: &'static TypeDesc,
+    payload: Payload,
+}
+
+impl Node {
+    fn vacant(next: u32) -> Node {
+        Node {
+            gen: 0,
+            flags: 0,
+            parent: NIL,
+            child: NIL,
+            prev: NIL,
+            next,
+            len: 0,
+            rare: NIL,
+            desc: marker_desc::<()>(),
+            payload: Payload {
+                inline: [MaybeUninit::uninit(); INLINE_BYTES],
+            },
+        }
+    }
+
+    pub(crate) fn is_live(&self) -> bool {
+        self.gen & 1 == 1
+    }
+
+    pub(crate) fn has(&self, f: u32) -> bool {
+        self.flags & f != 0
+    }
+
+    /// The own size of the object, as `talloc_get_size` counts it.
+    pub(crate) fn own_size(&self) -> usize {
+        self.desc.own_size(self.len)
+    }
+
+    /// The pool region this value was carved from, if any.
+    pub(crate) fn pool_region(&self) -> Option<u32> {
+        if self.has(flag::IN_POOL) || self.has(flag::POOL) {
+            // SAFETY: IN_POOL and POOL nodes always store `out` (set by
+            // `place_in_pool` and `Slots::mark_pool`).
+            Some(unsafe { self.payload.out.pool })
+        } else {
+            None
+        }
+    }
+
+    fn data(&self) -> *mut u8 {
+        if self.has(flag::INLINE) {
+            // Taking the address of a union field reads no bytes.
+            ptr::addr_of!(self.payload.inline) as *mut u8
+        } else {
+            // SAFETY: a live non-inline node always stores `out` (invariant 1).
+            unsafe { self.payload.out.ptr.as_ptr() }
+        }
+    }
+}
+
+/// The pool regions of a heap: bump-allocated byte ranges whose memory is
+/// released when the pool and every object carved from it are gone.
+struct Region {
+    mem: NonNull<u8>,
+    size: usize,
+    /// Offset of the first free byte.
+    end: usize,
+    /// Where `end` goes back to when only the pool itself is left.
+    base: usize,
+    /// Objects alive in the region, the pool node included.
+    count: u32,
+}
+
+const REGION_ALIGN: usize = 16;
+
+/// Every node of one heap, plus the pool regions.
+pub(crate) struct Slots {
+    chunks: Vec<Vec<Node>>,
+    /// Head of the free list (through `Node::next`), or NIL.
+    free: u32,
+    /// Number of slots ever handed out (the high-water mark).
+    high: u32,
+    live: u32,
+    regions: Vec<Option<Region>>,
+    free_regions: Vec<u32>,
+}
+
+/// Why storage could not be found for a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreError {
+    TooLarge,
+    OutOfMemory,
+}
+
+fn layout(desc: &TypeDesc, len: usize) -> Result<Layout, StoreError> {
+    let size = desc
+        .elem_size
+        .checked_mul(len)
+        .ok_or(StoreError::TooLarge)?;
+    if size > u32::MAX as usize {
+        return Err(StoreError::TooLarge);
+    }
+    Layout::from_size_align(size, desc.elem_align).map_err(|_| StoreError::TooLarge)
+}
+
+fn align_up(x: usize, a: usize) -> usize {
+    (x + a - 1) & !(a - 1)
+}
+
+impl Slots {
+    pub(crate) fn new() -> Slots {
+        Slots {
+            chunks: Vec::new(),
+            free: NIL,
+            high: 0,
+            live: 0,
+            regions: Vec::new(),
+            free_regions: Vec::new(),
+        }
+    }
+
+    /// Number of live nodes.
+    pub(crate) fn live(&self) -> u32 {
+        self.live
+    }
+
+    /// Number of slots ever handed out: every live slot is below it.
+    pub(crate) fn high(&self) -> u32 {
+        self.high
+    }
+
+    #[inline]
+    pub(crate) fn node(&self, slot: u32) -> &Node {
+        &self.chunks[(slot >> CHUNK_SHIFT) as usize][(slot & CHUNK_MASK) as usize]
+    }
+
+    #[inline]
+    pub(crate) fn node_mut(&mut self, slot: u32) -> &mut Node {
+        &mut self.chunks[(slot >> CHUNK_SHIFT) as usize][(slot & CHUNK_MASK) as usize]
+    }
+
+    /// The node at `slot` if the slot was ever handed out.
+    #[inline]
+    pub(crate) fn get(&self, slot: u32) -> Option<&Node> {
+        if slot < self.high {
+            Some(self.node(slot))
+        } else {
+            None
+        }
+    }
+
+    /// Takes a vacant slot and makes it a live, unlinked node holding nothing
+    /// yet (`len` 0, inline): the caller stores the value next.
+    fn claim(&mut self, desc: &'static TypeDesc, flags: u32) -> u32 {
+        let slot = if self.free != NIL {
+            let slot = self.free;
+            self.free = self.node(slot).next;
+            slot
+        } else {
+            let slot = self.high;
+            assert!(slot != NIL, "talloc: heap full (2^32 - 1 slots)");
+            if (slot & CHUNK_MASK) == 0 {
+                self.chunks.push(Vec::with_capacity(CHUNK));
+            }
+            // The last chunk has room: it was created with capacity CHUNK and
+            // holds `slot & CHUNK_MASK` nodes.
+            self.chunks
+                .last_mut()
+                .expect("chunk pushed above")
+                .push(Node::vacant(NIL));
+            self.high += 1;
+            slot
+        };
+        let n = self.node_mut(slot);
+        n.gen = n.gen.wrapping_add(1);
+        n.flags = flags | flag::INLINE;
+        n.parent = NIL;
+        n.child = NIL;
+        n.prev = NIL;
+        n.next = NIL;
+        n.len = 0;
+        n.rare = NIL;
+        n.desc = desc;
+        self.live += 1;
+        slot
+    }
+
+    /// Stores `value` in a new unlinked node and returns its slot. With
+    /// `pool`, a value that does not fit inline is carved from that region if
+    /// it fits there.
+    pub(crate) fn insert<T: 'static>(
+        &mut self,
+        value: T,
+        flags: u32,
+        pool: Option<u32>,
+    ) -> Result<u32, StoreError> {
+        let desc = <T as Object>::desc();
+        let data = self.reserve(desc, 1, pool, flags)?;
+        // SAFETY: `reserve` returned room for one `T` in the node's storage.
+        unsafe { data.1.cast::<T>().write(value) };
+        self.node_mut(data.0).len = 1;
+        Ok(data.0)
+    }
+
+    /// Stores `len` elements produced by `fill` (called with each index in
+    /// order) as a slice object.
+    pub(crate) fn insert_slice<T: 'static>(
+        &mut self,
+        len: usize,
+        flags: u32,
+        pool: Option<u32>,
+        mut fill: impl FnMut(usize) -> T,
+    ) -> Result<u32, StoreError> {
+        let desc = <[T] as Object>::desc();
+        let len32 = u32::try_from(len).map_err(|_| StoreError::TooLarge)?;
+        let (slot, data) = self.reserve(desc, len, pool, flags)?;
+        let base = data.cast::<T>();
+        // `len` counts initialised elements as we go, so a panic in `fill`
+        // leaves a consistent node that `free` can drop.
+        for i in 0..len {
+            let v = fill(i);
+            // SAFETY: `reserve` returned room for `len` elements; `i < len`.
+            unsafe { base.add(i).write(v) };
+            self.node_mut(slot).len = i as u32 + 1;
+        }
+        self.node_mut(slot).len = len32;
+        Ok(slot)
+    }
+
+    /// Stores a string (its bytes plus a NUL).
+    pub(crate) fn insert_str(
+        &mut self,
+        s: &str,
+        flags: u32,
+        pool: Option<u32>,
+    ) -> Result<u32, StoreError> {
+        let len = s.len().checked_add(1).ok_or(StoreError::TooLarge)?;
+        let len32 = u32::try_from(len).map_err(|_| StoreError::TooLarge)?;
+        let (slot, data) = self.reserve(&STR_DESC, len, pool, flags)?;
+        // SAFETY: `reserve` returned room for `len = s.len() + 1` bytes.
+        unsafe {
+            ptr::copy_nonoverlapping(s.as_ptr(), data, s.len());
+            data.add(s.len()).write(0);
+        }
+        self.node_mut(slot).len = len32;
+        Ok(slot)
+    }
+
+    /// A node with no value (contexts, pools, reference handles).
+    pub(crate) fn insert_marker(&mut self, desc: &'static TypeDesc, flags: u32) -> u32 {
+        let slot = self.claim(desc, flags);
+        self.node_mut(slot).len = 1;
+        slot
+    }
+
+    /// Claims a slot and room for `len` elements; returns the slot and where
+    /// the elements go.
+    fn reserve(
+        &mut self,
+        desc: &'static TypeDesc,
+        len: usize,
+        pool: Option<u32>,
+        flags: u32,
+    ) -> Result<(u32, *mut u8), StoreError> {
+        let lay = layout(desc, len)?;
+        if lay.size() <= INLINE_BYTES && lay.align() <= 8 && pool.is_none() {
+            let slot = self.claim(desc, flags);
+            let data = self.node(slot).data();
+            return Ok((slot, data));
+        }
+        if let Some(region) = pool {
+            if let Some(off) = self.carve(region, lay) {
+                let slot = self.claim(desc, flags | flag::IN_POOL);
+                let r = self.regions[region as usize].as_mut().expect("live region");
+                r.count += 1;
+                // SAFETY: `carve` returned an offset with `lay.size()` bytes
+                // inside the region's allocation.
+                let p = unsafe { NonNull::new_unchecked(r.mem.as_ptr().add(off)) };
+                let n = self.node_mut(slot);
+                n.flags &= !flag::INLINE;
+                n.payload.out = OutOfLine {
+                    ptr: p,
+                    pool: region,
+                    cap: lay.size() as u32,
+                };
+                return Ok((slot, p.as_ptr()));
+            }
+            if lay.size() <= INLINE_BYTES && lay.align() <= 8 {
+                // Did not fit in the pool: an ordinary inline value, as C
+                // falls back to malloc.
+                let slot = self.claim(desc, flags);
+                let data = self.node(slot).data();
+                return Ok((slot, data));
+            }
+        }
+        let p = alloc_bytes(lay)?;
+        let slot = self.claim(desc, flags);
+        let n = self.node_mut(slot);
+        n.flags &= !flag::INLINE;
+        n.payload.out = OutOfLine {
+            ptr: p,
+            pool: NIL,
+            cap: lay.size() as u32,
+        };
+        Ok((slot, p.as_ptr()))
+    }
+
+    /// A range of `lay` bytes in the region, if it fits.
+    fn carve(&mut self, region: u32, lay: Layout) -> Option<usize> {
+        let r = self.regions.get_mut(region as usize)?.as_mut()?;
+        let off = align_up(r.end, lay.align().max(8));
+        let end = off.checked_add(lay.size())?;
+        if end > r.size {
+            return None;
+        }
+        r.end = end;
+        Some(off)
+    }
+
+    /// Makes a new pool region of `size` bytes and returns its id.
+    pub(crate) fn new_region(&mut self, size: usize) -> Result<u32, StoreError> {
+        let lay =
+            Layout::from_size_align(size.max(1), REGION_ALIGN).map_err(|_| StoreError::TooLarge)?;
+        let mem = alloc_bytes(lay)?;
+        let region = Region {
+            mem,
+            size,
+            end: 0,
+            base: 0,
+            count: 1,
+        };
+        Ok(match self.free_regions.pop() {
+            Some(id) => {
+                self.regions[id as usize] = Some(region);
+                id
+            }
+            None => {
+                self.regions.push(Some(region));
+                (self.regions.len() - 1) as u32
+            }
+        })
+    }
+
+    /// Turns a freshly inserted marker node into the pool node of `region`.
+    pub(crate) fn mark_pool(&mut self, slot: u32, region: u32) {
+        let r = self.regions[region as usize].as_ref().expect("live region");
+        let mem = r.mem;
+        let n = self.node_mut(slot);
+        n.flags = (n.flags | flag::POOL) & !flag::INLINE;
+        n.payload.out = OutOfLine {
+            ptr: mem,
+            pool: region,
+            cap: 0,
+        };
+    }
+
+    /// Stores `value` as the body of a pooled object: carved first from a new
+    /// region of `extra` more bytes, the node being the pool itself.
+    pub(crate) fn insert_pooled<T: 'static>(
+        &mut self,
+        value: T,
+        flags: u32,
+        extra: usize,
+    ) -> Result<u32, StoreError> {
+        let desc = <T as Object>::desc();
+        let lay = layout(desc, 1)?;
+        let size = align_up(lay.size(), 16)
+            .checked_add(extra)
+            .ok_or(StoreError::TooLarge)?;
+        if lay.align() > REGION_ALIGN {
+            return Err(StoreError::TooLarge);
+        }
+        let region = self.new_region(size)?;
+        let off = self.carve(region, lay).expect("region sized for the body");
+        let r = self.regions[region as usize].as_mut().expect("live region");
+        r.base = r.end;
+        // SAFETY: offset 0 of a region of at least `lay.size()` bytes.
+        let p = unsafe { NonNull::new_unchecked(r.mem.as_ptr().add(off)) };
+        // SAFETY: `p` is aligned for `T` (regions are 16-aligned, align <= 16)
+        // and has room for one `T`.
+        unsafe { p.as_ptr().cast::<T>().write(value) };
+        let slot = self.claim(desc, flags | flag::POOL);
+        let n = self.node_mut(slot);
+        n.flags &= !flag::INLINE;
+        n.len = 1;
+        n.payload.out = OutOfLine {
+            ptr: p,
+            pool: region,
+            cap: lay.size() as u32,
+        };
+        Ok(slot)
+    }
+
+    /// Bytes of a region: (size, used).
+    pub(crate) fn region_usage(&self, region: u32) -> Option<(usize, usize, u32)> {
+        let r = self.regions.get(region as usize)?.as_ref()?;
+        Some((r.size, r.end, r.count))
+    }
+
+    /// Number of live pool regions.
+    pub(crate) fn live_regions(&self) -> usize {
+        self.regions.iter().filter(|r| r.is_some()).count()
+    }
+
+    /// Drops the value of a live node, releases its storage and makes the
+    /// slot vacant. The node must already be unlinked. Returns a panic raised
+    /// by the value's `Drop`, which the caller resumes once the heap is
+    /// consistent again.
+    pub(crate) fn release(&mut self, slot: u32) -> Option<Box<dyn std::any::Any + Send>> {
+        let (desc, len, data) = {
+            let n = self.node(slot);
+            (n.desc, n.len as usize, n.data())
+        };
+        let region = self.node(slot).pool_region();
+        let out_cap = if self.node(slot).has(flag::INLINE) {
+            None
+        } else {
+            // SAFETY: non-inline live nodes store `out` (invariant 1).
+            Some(unsafe { self.node(slot).payload.out.cap })
+        };
+        // Vacate first, so the heap is consistent even if the drop panics.
+        {
+            let free = self.free;
+            let n = self.node_mut(slot);
+            n.gen = n.gen.wrapping_add(1);
+            n.flags = 0;
+            n.parent = NIL;
+            n.child = NIL;
+            n.prev = NIL;
+            n.len = 0;
+            n.rare = NIL;
+            // A generation about to wrap retires the slot for good: a handle
+            // from its first life must never match again.
+            let reuse = n.gen < u32::MAX - 1;
+            n.next = if reuse { free } else { NIL };
+            if reuse {
+                self.free = slot;
+            }
+        }
+        self.live -= 1;
+        let mut panic = None;
+        if desc.needs_drop && len > 0 {
+            let drop = desc.drop;
+            // SAFETY: the node held `len` initialised elements (invariant 1);
+            // it is now vacant, so nothing reads them again.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                drop(data, len)
+            }));
+            panic = r.err();
+        }
+        match (region, out_cap) {
+            (Some(region), _) => self.region_put(region, data, out_cap.unwrap_or(0) as usize),
+            (None, Some(cap)) => {
+                let lay = Layout::from_size_align(cap as usize, desc.elem_align)
+                    .expect("layout was valid when allocated");
+                // SAFETY: `data` came from `alloc_bytes(lay)` with this layout.
+                unsafe { dealloc_bytes(NonNull::new_unchecked(data), lay) };
+            }
+            (None, None) => {}
+        }
+        panic
+    }
+
+    /// One object of a region is gone.
+    fn region_put(&mut self, region: u32, data: *mut u8, size: usize) {
+        let r = self.regions[region as usize].as_mut().expect("live region");
+        r.count -= 1;
+        let off = data as usize - r.mem.as_ptr() as usize;
+        if off + size == r.end && off >= r.base {
+            r.end = off;
+        }
+        if r.count == 1 {
+            r.end = r.base;
+        }
+        if r.count == 0 {
+            let r = self.regions[region as usize].take().expect("live region");
+            let lay = Layout::from_size_align(r.size.max(1), REGION_ALIGN).expect("valid");
+            // SAFETY: `mem` came from `alloc_bytes` with this layout.
+            unsafe { dealloc_bytes(r.mem, lay) };
+            self.free_regions.push(region);
+        }
+    }
+
+    /// A shared reference to the value of a live node.
+    ///
+    /// # Safety
+    /// The node must be live and hold a `T` (invariant 2: the caller checked
+    /// the handle's generation, or the descriptor's type id).
+    pub(crate) unsafe fn value<T: Object + ?Sized>(&self, slot: u32) -> &T {
+        let n = self.node(slot);
+        // SAFETY: per the caller, the node holds a `T` with `len` elements.
+        unsafe { &*T::from_raw(n.data(), n.len) }
+    }
+
+    /// A mutable reference to the value of a live node.
+    ///
+    /// # Safety
+    /// As for [`Slots::value`].
+    pub(crate) unsafe fn value_mut<T: Object + ?Sized>(&mut self, slot: u32) -> &mut T {
+        let n = self.node(slot);
+        // SAFETY: per the caller, the node holds a `T`; `&mut self` makes the
+        // reference unique.
+        unsafe { T::from_raw(n.data(), n.len) }
+    }
+
+    /// The raw bytes of a live node's value (for reports and copies).
+    pub(crate) fn bytes(&self, slot: u32) -> &[u8] {
+        let n = self.node(slot);
+        let size = n.own_size();
+        if size == 0 || n.has(flag::POOL) && n.desc.elem_size == 0 {
+            return &[];
+        }
+        // SAFETY: a live node has `size` initialised bytes at `data()`
+        // (invariant 1), borrowed with `&self`. Only called for types without
+        // padding-sensitive reads: callers use it on `str` and byte slices.
+        unsafe { std::slice::from_raw_parts(n.data(), size) }
+    }
+
+    /// Resizes a live slice or string node to `new_len` elements, keeping the
+    /// first `min(len, new_len)`. Elements past the old length are made by
+    /// `fill`; elements past the new length are dropped. The node stays where
+    /// it is in the tree; it may leave its pool (returns the region it left).
+    ///
+    /// # Safety
+    /// The node must be live and hold a `[T]` (or `str` with `T = u8`).
+    pub(crate) unsafe fn resize<T: 'static>(
+        &mut self,
+        slot: u32,
+        new_len: usize,
+        mut fill: impl FnMut(usize) -> T,
+    ) -> Result<Option<u32>, StoreError> {
+        let desc = self.node(slot).desc;
+        let old_len = self.node(slot).len as usize;
+        let new_len32 = u32::try_from(new_len).map_err(|_| StoreError::TooLarge)?;
+        let new_lay = layout(desc, new_len)?;
+        let cap = self.capacity(slot);
+        let mut left = None;
+        if new_len < old_len {
+            // Drop the tail first; the node then holds `new_len` elements.
+            let data = self.node(slot).data().cast::<T>();
+            self.node_mut(slot).len = new_len32;
+            // SAFETY: elements new_len..old_len are initialised and no longer
+            // counted by the node.
+            unsafe {
+                ptr::drop_in_place(ptr::slice_from_raw_parts_mut(
+                    data.add(new_len),
+                    old_len - new_len,
+                ))
+            };
+            return Ok(None);
+        }
+        if new_lay.size() > cap {
+            // Move to a bigger home: grow geometrically, always off-pool.
+            let want = new_lay
+                .size()
+                .max(cap.saturating_mul(2))
+                .min(u32::MAX as usize);
+            let lay =
+                Layout::from_size_align(want, desc.elem_align).map_err(|_| StoreError::TooLarge)?;
+            let p = alloc_bytes(lay)?;
+            let old = self.node(slot).data();
+            // SAFETY: both ranges hold at least `old_len` elements and are
+            // distinct allocations; this is a move of the elements.
+            unsafe { ptr::copy_nonoverlapping(old, p.as_ptr(), desc.elem_size * old_len) };
+            let was_inline = self.node(slot).has(flag::INLINE);
+            let region = self.node(slot).pool_region();
+            if !was_inline {
+                match region {
+                    Some(region) => {
+                        self.region_put(region, old, cap);
+                        left = Some(region);
+                    }
+                    None => {
+                        let old_lay = Layout::from_size_align(cap, desc.elem_align)
+                            .expect("valid when allocated");
+                        // SAFETY: `old` came from `alloc_bytes(old_lay)`.
+                        unsafe { dealloc_bytes(NonNull::new_unchecked(old), old_lay) };
+                    }
+                }
+            }
+            let n = self.node_mut(slot);
+            n.flags &= !(flag::INLINE | flag::IN_POOL);
+            n.payload.out = OutOfLine {
+                ptr: p,
+                pool: NIL,
+                cap: want as u32,
+            };
+        }
+        let data = self.node(slot).data().cast::<T>();
+        for i in old_len..new_len {
+            let v = fill(i);
+            // SAFETY: capacity holds `new_len` elements; `i < new_len`.
+            unsafe { data.add(i).write(v) };
+            self.node_mut(slot).len = i as u32 + 1;
+        }
+        self.node_mut(slot).len = new_len32;
+        Ok(left)
+    }
+
+    /// Bytes available for the value without moving it.
+    fn capacity(&self, slot: u32) -> usize {
+        let n = self.node(slot);
+        if n.has(flag::INLINE) {
+            INLINE_BYTES
+        } else {
+            // SAFETY: non-inline live nodes store `out` (invariant 1).
+            unsafe { n.payload.out.cap as usize }
+        }
+    }
+
+    /// Appends bytes to a live string node (before its NUL).
+    pub(crate) fn str_append(&mut self, slot: u32, extra: &str) -> Result<Option<u32>, StoreError> {
+        let old_len = self.node(slot).len as usize; // includes the NUL
+        let new_len = old_len
+            .checked_add(extra.len())
+            .ok_or(StoreError::TooLarge)?;
+        // SAFETY: string nodes hold `len` bytes (u8 elements); the NUL at
+        // old_len-1 is overwritten below, the new tail filled with `extra`
+        // and a NUL.
+        let left = unsafe { self.resize::<u8>(slot, new_len, |_| 0)? };
+        let data = self.node(slot).data();
+        // SAFETY: the node now holds `new_len` bytes; we write the range
+        // [old_len-1, new_len) which is inside it.
+        unsafe {
+            ptr::copy_nonoverlapping(extra.as_ptr(), data.add(old_len - 1), extra.len());
+            data.add(new_len - 1).write(0);
+        }
+        Ok(left)
+    }
+
+    /// Drops every live value and releases all storage (the heap is going).
+    /// Returns the first panic raised by a `Drop`.
+    pub(crate) fn clear(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
+        let mut first = None;
+        for slot in 0..self.high {
+            if self.node(slot).is_live() {
+                let p = self.release(slot);
+                if first.is_none() {
+                    first = p;
+                }
+            }
+        }
+        first
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        // Values are dropped by `Talloc`'s own Drop through `clear`; this
+        // catches what is left (for example after a panic) and the regions.
+        let _ = self.clear();
+        for r in self.regions.drain(..).flatten() {
+            let lay = Layout::from_size_align(r.size.max(1), REGION_ALIGN).expect("valid");
+            // SAFETY: `mem` came from `alloc_bytes` with this layout, and no
+            // node refers to it any more (all were released above).
+            unsafe { dealloc_bytes(r.mem, lay) };
+        }
+    }
+}
+
+fn alloc_bytes(lay: Layout) -> Result<NonNull<u8>, StoreError> {
+    if lay.size() == 0 {
+        // A dangling, well-aligned pointer: zero-sized values need no memory.
+        return Ok(NonNull::new(lay.align() as *mut u8).expect("align is non-zero"));
+    }
+    // SAFETY: the layout has a non-zero size.
+    NonNull::new(unsafe { alloc::alloc(lay) }).ok_or(StoreError::OutOfMemory)
+}
+
+/// # Safety
+/// `p` must come from `alloc_bytes(lay)` and not be used again.
+unsafe fn dealloc_bytes(p: NonNull<u8>, lay: Layout) {
+    if lay.size() != 0 {
+        // SAFETY: per the caller, `p` was allocated with `lay`.
+        unsafe { alloc::dealloc(p.as_ptr(), lay) }
+    }
+}
+
+/// A value taken out of its heap with its storage, on its way to another
+/// heap (see `Parcel`). It owns the value: dropping it drops the value.
+pub(crate) struct Detached {
+    desc: &'static TypeDesc,
+    len: u32,
+    store: DetachedStore,
+}
+
+enum DetachedStore {
+    /// The value's bytes, copied out of the node (a Rust move).
+    Inline([MaybeUninit<u8>; INLINE_BYTES]),
+    /// The value's own allocation, handed over as is.
+    Heap { ptr: NonNull<u8>, cap: u32 },
+}
+
+// SAFETY: a `Detached` is only made (by `Slots::detach_value`) from nodes
+// without the NOT_SEND flag, i.e. values allocated through `T: Send` APIs,
+// and it owns its value and storage exclusively.
+unsafe impl Send for Detached {}
+
+impl Detached {
+    fn data(&mut self) -> *mut u8 {
+        match &mut self.store {
+            DetachedStore::Inline(b) => b.as_mut_ptr().cast(),
+            DetachedStore::Heap { ptr, .. } => ptr.as_ptr(),
+        }
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let (desc, len) = (self.desc, self.len as usize);
+        let data = self.data();
+        if desc.needs_drop && len > 0 {
+            // SAFETY: a Detached owns `len` initialised elements at `data`,
+            // and nothing else refers to them.
+            unsafe { (desc.drop)(data, len) };
+        }
+        if let DetachedStore::Heap { ptr, cap } = self.store {
+            let lay = Layout::from_size_align(cap as usize, desc.elem_align).expect("valid");
+            // SAFETY: the allocation came from `alloc_bytes` with this layout
+            // (it was the node's own `out` storage).
+            unsafe { dealloc_bytes(ptr, lay) };
+        }
+    }
+}
+
+impl Slots {
+    /// Moves a live node's value out (without dropping it) and makes the
+    /// slot vacant. The node must be unlinked, childless in the tree sense
+    /// (the caller handles links) and not in a pool.
+    pub(crate) fn detach_value(&mut self, slot: u32) -> Detached {
+        let n = self.node(slot);
+        debug_assert!(n.pool_region().is_none(), "pool members are never detached");
+        let (desc, len) = (n.desc, n.len);
+        let store = if n.has(flag::INLINE) {
+            // SAFETY: reading the inline bytes of a live inline node: they
+            // hold the value (invariant 1); after the copy the slot is
+            // vacated, so the value has exactly one owner (a Rust move).
+            DetachedStore::Inline(unsafe { n.payload.inline })
+        } else {
+            // SAFETY: non-inline live nodes store `out` (invariant 1).
+            let out = unsafe { n.payload.out };
+            DetachedStore::Heap {
+                ptr: out.ptr,
+                cap: out.cap,
+            }
+        };
+        // Vacate without dropping: the value now belongs to the Detached.
+        let n = self.node_mut(slot);
+        n.len = 0;
+        n.flags = flag::INLINE;
+        let _ = self.release(slot);
+        Detached { desc, len, store }
+    }
+
+    /// Makes a new unlinked node holding a detached value.
+    pub(crate) fn attach_value(&mut self, d: Detached, flags: u32) -> u32 {
+        let d = mem::ManuallyDrop::new(d);
+        let slot = self.claim(d.desc, flags);
+        let n = self.node_mut(slot);
+        n.len = d.len;
+        match d.store {
+            DetachedStore::Inline(bytes) => {
+                n.payload.inline = bytes;
+            }
+            DetachedStore::Heap { ptr, cap } => {
+                n.flags &= !flag::INLINE;
+                n.payload.out = OutOfLine {
+                    ptr,
+                    pool: NIL,
+                    cap,
+                };
+            }
+        }
+        slot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_is_compact() {
+        // Links, flags, generation, length, rare index (32 bytes), the type
+        // descriptor (8) and 32 bytes of inline value.
+        assert_eq!(mem::size_of::<Node>(), 72);
+    }
+
+    #[test]
+    fn chunks_never_move_nodes() {
+        let mut s = Slots::new();
+        let first = s.insert(7u64, 0, None).unwrap();
+        let addr = s.node(first) as *const Node;
+        for i in 0..(3 * CHUNK) {
+            s.insert(i, 0, None).unwrap();
+        }
+        assert_eq!(addr, s.node(first) as *const Node);
+        // SAFETY: slot `first` holds the u64 inserted above.
+        assert_eq!(unsafe { *s.value::<u64>(first) }, 7);
+    }
+
+    #[test]
+    fn region_is_released_when_last_object_goes() {
+        let mut s = Slots::new();
+        let region = s.new_region(1024).unwrap();
+        let pool = s.insert_marker(marker_desc::<()>(), 0);
+        s.mark_pool(pool, region);
+        let a = s.insert([1u8; 100], 0, Some(region)).unwrap();
+        assert_eq!(s.region_usage(region).unwrap().2, 2);
+        let _ = s.release(pool);
+        assert_eq!(s.live_regions(), 1, "a member keeps the region");
+        let _ = s.release(a);
+        assert_eq!(s.live_regions(), 0);
+    }
+}

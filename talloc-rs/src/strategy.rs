@@ -1,0 +1,1 @@
+//! Proptest strategies for users' own property tests (feature `proptest`).

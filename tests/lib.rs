@@ -1,0 +1,86 @@
+//! Shared helpers for the cross-crate tests (the tests live in `tests/`).
+//!
+//! This library also runs the book's code: every chapter of `docs/src` is
+//! included below as the documentation of an empty module, so rustdoc treats
+//! each of its code blocks as a doctest, and `cargo test --workspace` compiles
+//! and runs them. Doctests see this package's dependencies and
+//! dev-dependencies (`talloc`, `tevent`, `tevent_thread`, `proptest`).
+//!
+//! As in any doctest, a fence with no language (```` ``` ````) counts as Rust:
+//! mark other blocks `text`, `sh`, `console`, `dot`, …, and mark Rust that
+//! must not run `ignore` or `no_run`. Lines starting with `# ` are hidden in
+//! the book but still compiled.
+//!
+//! A new chapter needs a module here; the test `every_chapter_is_doctested`
+//! fails until it has one.
+
+/// The book's chapters, one module each; only compiled for rustdoc's doctests.
+#[cfg(doctest)]
+pub mod book {
+    #[doc = include_str!("../docs/src/introduction.md")]
+    pub mod introduction {}
+
+    /// The talloc guide.
+    pub mod talloc {
+        #[doc = include_str!("../docs/src/talloc/contexts.md")]
+        pub mod contexts {}
+        #[doc = include_str!("../docs/src/talloc/free.md")]
+        pub mod free {}
+        #[doc = include_str!("../docs/src/talloc/steal.md")]
+        pub mod steal {}
+        #[doc = include_str!("../docs/src/talloc/references.md")]
+        pub mod references {}
+        #[doc = include_str!("../docs/src/talloc/names.md")]
+        pub mod names {}
+        #[doc = include_str!("../docs/src/talloc/pools.md")]
+        pub mod pools {}
+        #[doc = include_str!("../docs/src/talloc/reports.md")]
+        pub mod reports {}
+        #[doc = include_str!("../docs/src/talloc/limits.md")]
+        pub mod limits {}
+        #[doc = include_str!("../docs/src/talloc/threads.md")]
+        pub mod threads {}
+    }
+
+    #[doc = include_str!("../docs/src/property-testing.md")]
+    pub mod property_testing {}
+    #[doc = include_str!("../docs/src/porting.md")]
+    pub mod porting {}
+    #[doc = include_str!("../docs/src/performance.md")]
+    pub mod performance {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every `.md` file of the book except SUMMARY.md, relative to `docs/src`.
+    fn chapters(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("read docs/src") {
+            let path = entry.expect("dir entry").path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                chapters(&path, &format!("{prefix}{name}/"), out);
+            } else if name.ends_with(".md") && name != "SUMMARY.md" {
+                out.push(format!("{prefix}{name}"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_chapter_is_doctested() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let this_file = std::fs::read_to_string(root.join("lib.rs")).expect("read lib.rs");
+        let mut found = Vec::new();
+        chapters(&root.join("../docs/src"), "", &mut found);
+        assert!(!found.is_empty(), "no chapters found in docs/src");
+        let missing: Vec<_> = found
+            .iter()
+            .filter(|ch| !this_file.contains(&format!("include_str!(\"../docs/src/{ch}\")")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "chapters without a doctest module in tests/lib.rs: {missing:?}"
+        );
+    }
+}

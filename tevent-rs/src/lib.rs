@@ -1,0 +1,1 @@
+//! Event loop (work in progress).

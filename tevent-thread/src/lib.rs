@@ -1,0 +1,1 @@
+//! Thread proxies (work in progress).
