@@ -69,6 +69,9 @@ pub enum Error {
     IsReference,
     /// A string operation got a length that is not on a character boundary.
     NotCharBoundary,
+    /// A subtree could not move to another heap (see
+    /// [`Talloc::detach`](crate::Talloc::detach)).
+    Transfer(crate::TransferError),
 }
 
 impl fmt::Display for Error {
@@ -96,6 +99,7 @@ impl fmt::Display for Error {
             Error::NotResizable => f.write_str("only slices and strings can be resized"),
             Error::IsReference => f.write_str("the object is a reference handle"),
             Error::NotCharBoundary => f.write_str("the length is not on a character boundary"),
+            Error::Transfer(e) => e.fmt(f),
         }
     }
 }

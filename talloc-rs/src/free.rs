@@ -40,9 +40,11 @@ impl Talloc {
     /// newest first, each destructor before that child's own children. A
     /// child whose destructor refuses survives: it moves up to the parent of
     /// the object being freed (talloc's rule T4), so the free itself still
-    /// succeeds. An object with references is not freed
-    /// ([`Error::HasReferences`]), except a top-level one with exactly one,
-    /// which then belongs to that reference's owner (as in C).
+    /// succeeds. An object with references from outside its subtree is not
+    /// freed ([`Error::HasReferences`]), except a top-level one with exactly
+    /// one, which then belongs to that reference's owner (as in C).
+    /// References held inside the object's own subtree go with it (C refuses
+    /// those too).
     ///
     /// Freeing an object that is already being freed (from a destructor) is
     /// `Ok` and does nothing more; freeing an object from its own destructor
@@ -83,27 +85,32 @@ impl Talloc {
         if n.has(flag::IN_DESTRUCTOR) {
             return Err(Error::DestructorRunning);
         }
-        if n.has(flag::REFERENCED) {
-            let count = self.rare(slot).map_or(0, |r| r.refs.len());
-            if n.parent == NIL && count == 1 {
+        let outside = self.outside_refs(slot).len();
+        if outside > 0 {
+            if n.parent == NIL && outside == 1 {
                 return self.unlink_ref(None, AnyPtr { key });
             }
-            return Err(Error::HasReferences { count });
+            return Err(Error::HasReferences { count: outside });
+        }
+        self.free_subtree(key, slot)
+    }
+
+    /// Frees a live object and its subtree, without the reference check.
+    pub(crate) fn free_subtree(&mut self, key: Key, slot: u32) -> Result<(), Error> {
+        if self.slots.node(slot).has(flag::IN_DESTRUCTOR) {
+            return Err(Error::DestructorRunning);
         }
         let mut panic: Panic = None;
-        if n.has(flag::DESTRUCTOR) {
-            match self.run_destructor(slot, &mut panic) {
-                Ok(()) => {}
-                Err(Refused) => {
-                    if let Some(p) = panic {
-                        std::panic::resume_unwind(p);
-                    }
-                    return Err(Error::Refused);
+        if self.slots.node(slot).has(flag::DESTRUCTOR) {
+            if let Err(Refused) = self.run_destructor(slot, &mut panic) {
+                if let Some(p) = panic {
+                    std::panic::resume_unwind(p);
                 }
+                return Err(Error::Refused);
             }
             // The destructor may have freed or moved things, even this
             // object's ancestors: look again.
-            if self.slot(key).is_err() {
+            if self.slot(key).is_err() || self.slots.node(slot).has(flag::FREEING) {
                 return Ok(());
             }
         }
@@ -319,6 +326,20 @@ impl Talloc {
     fn release(&mut self, slot: u32, panic: &mut Panic) {
         if self.slots.node(slot).has(flag::REF_HANDLE) {
             self.forget_handle(slot);
+        }
+        // References that escaped the subtree while it was being freed (a
+        // refusing child took them along) die with their target.
+        while self.slots.node(slot).has(flag::REFERENCED) {
+            let handle = *self
+                .rare(slot)
+                .and_then(|r| r.refs.last())
+                .expect("REFERENCED has refs");
+            if self.slots.node(handle).has(flag::FREEING) {
+                // Being freed already (handles are leaves): just forget it.
+                self.forget_handle(handle);
+            } else {
+                self.drop_handle(handle, panic);
+            }
         }
         if self.slots.node(slot).has(flag::LIMIT) {
             self.limits -= 1;

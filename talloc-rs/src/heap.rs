@@ -43,8 +43,9 @@ pub(crate) type Destructor = Box<dyn FnMut(&mut Talloc, AnyPtr) -> DestructorRes
 pub(crate) enum Name {
     /// `set_name_const`: nothing allocated.
     Const(&'static str),
-    /// `set_name`: the name is a string child (slot), as in C.
-    Chunk(u32),
+    /// `set_name`: the name is a string child, as in C. It is looked up by
+    /// key: a name chunk freed or stolen by hand is no longer the name.
+    Chunk(crate::ptr::Key),
 }
 
 /// The rare fields of a node, kept out of the hot node.
@@ -366,8 +367,10 @@ impl Talloc {
     /// # Ok::<(), talloc::Error>(())
     /// ```
     pub fn new_context(&mut self, parent: impl IntoParent) -> Result<Ptr<()>, Error> {
-        let (parent, _) = self.home(parent.into_parent())?;
-        let slot = self.slots.insert_marker(marker_desc::<()>(), flag::CONTEXT);
+        let (parent, pool) = self.home(parent.into_parent())?;
+        let slot = self
+            .slots
+            .insert_marker(marker_desc::<()>(), flag::CONTEXT, pool);
         self.adopt(parent, slot)
     }
 
@@ -631,7 +634,7 @@ impl Talloc {
     pub fn pool(&mut self, parent: impl IntoParent, size: usize) -> Result<Ptr<Pool>, Error> {
         let (parent, _) = self.home(parent.into_parent())?;
         let region = self.slots.new_region(size)?;
-        let slot = self.slots.insert_marker(marker_desc::<Pool>(), 0);
+        let slot = self.slots.insert_marker(marker_desc::<Pool>(), 0, None);
         self.slots.mark_pool(slot, region);
         if self.limits > 0 && parent != NIL {
             if let Err(e) = self.charge(parent, size) {

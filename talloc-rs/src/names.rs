@@ -1,10 +1,12 @@
 //! Names and types: what reports print and what checks compare.
 
 use std::any::TypeId;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, OnceLock};
 
 use crate::heap::Name;
-use crate::storage::{flag, Object, NIL};
+use crate::storage::{flag, Kind, Object, NIL};
 use crate::{AnyPtr, Error, Ptr, Talloc};
 
 /// The name of a reference handle, as C prints it.
@@ -36,10 +38,11 @@ impl Talloc {
         if n.has(flag::NAMED) {
             match self.rare(slot).and_then(|r| r.name.as_ref()) {
                 Some(Name::Const(s)) => return s,
-                Some(Name::Chunk(c)) => {
-                    let bytes = self.slots.bytes(*c);
-                    // Name chunks are strings: valid UTF-8 plus a NUL.
-                    return std::str::from_utf8(&bytes[..bytes.len() - 1]).unwrap_or("?");
+                Some(Name::Chunk(key)) => {
+                    if let Some(text) = self.slot(*key).ok().and_then(|c| self.str_value(c)) {
+                        return text;
+                    }
+                    // The chunk was freed by hand: back to the default name.
                 }
                 None => {}
             }
@@ -50,9 +53,25 @@ impl Talloc {
             NAME_CHUNK_NAME
         } else if n.has(flag::CONTEXT) {
             "talloc_new"
+        } else if n.has(flag::POOL) && n.desc.elem_size == 0 {
+            "talloc_pool"
+        } else if let Some(text) = self.str_value(slot) {
+            // As C's talloc_strdup: a string is named by its text.
+            text
         } else {
-            (n.desc.type_name)()
+            short_type_name((n.desc.type_name)())
         }
+    }
+
+    /// The text of a live string node.
+    fn str_value(&self, slot: u32) -> Option<&str> {
+        let n = self.slots.node(slot);
+        if n.desc.kind != Kind::Str {
+            return None;
+        }
+        // SAFETY-free: `bytes` is the NUL-terminated UTF-8 of a string node.
+        let bytes = self.slots.bytes(slot);
+        std::str::from_utf8(&bytes[..bytes.len().saturating_sub(1)]).ok()
     }
 
     /// Sets a static name (`talloc_set_name_const`): nothing is allocated.
@@ -75,7 +94,8 @@ impl Talloc {
         Ok(())
     }
 
-    /// Sets a formatted name (`talloc_set_name`). As in C, the name is a
+    /// Sets a formatted name (`talloc_set_name`; any `Display` value, such as
+    /// `format_args!` or a `&str`). As in C, the name is a
     /// string object, a child of `p` named `".name"`, and counts in
     /// `total_size` and `total_blocks`. Unlike C, a replaced name chunk is
     /// freed at once rather than kept until `p` goes.
@@ -88,16 +108,11 @@ impl Talloc {
     /// assert_eq!((heap.total_size(p)?, heap.total_blocks(p)?), (18, 2));
     /// # Ok::<(), talloc::Error>(())
     /// ```
-    pub fn set_name(
-        &mut self,
-        p: impl Into<AnyPtr>,
-        name: fmt::Arguments<'_>,
-    ) -> Result<(), Error> {
+    pub fn set_name(&mut self, p: impl Into<AnyPtr>, name: impl fmt::Display) -> Result<(), Error> {
         let key = p.into().key;
-        let chunk = self.strdup(AnyPtr { key }, &fmt::format(name))?;
-        let cslot = chunk.key.slot;
-        self.slots.node_mut(cslot).flags |= flag::NAME_CHUNK;
-        self.replace_name(key.slot, Name::Chunk(cslot));
+        let chunk = self.strdup(AnyPtr { key }, &name.to_string())?;
+        self.slots.node_mut(chunk.key.slot).flags |= flag::NAME_CHUNK;
+        self.replace_name(key.slot, Name::Chunk(chunk.key));
         Ok(())
     }
 
@@ -112,10 +127,13 @@ impl Talloc {
         }
     }
 
-    /// The name chunk of a node, if its name is one.
+    /// The name chunk of a node, if its name is one that is still its child.
     pub(crate) fn name_chunk(&self, slot: u32) -> Option<u32> {
         match self.rare(slot)?.name.as_ref()? {
-            Name::Chunk(c) => Some(*c),
+            Name::Chunk(key) => {
+                let c = self.slot(*key).ok()?;
+                (self.slots.node(c).parent == slot).then_some(c)
+            }
             Name::Const(_) => None,
         }
     }
@@ -189,5 +207,44 @@ impl Talloc {
             slot = n.parent;
         }
         Ok(None)
+    }
+}
+
+/// A type name without module paths: `alloc::vec::Vec<alloc::string::String>`
+/// becomes `Vec<String>`. Computed once per type name.
+pub(crate) fn short_type_name(full: &'static str) -> &'static str {
+    if !full.contains("::") {
+        return full;
+    }
+    static CACHE: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    cache.entry(full).or_insert_with(|| {
+        let mut out = String::with_capacity(full.len());
+        let mut word = String::new();
+        for ch in full.chars() {
+            if ch.is_alphanumeric() || ch == '_' || ch == ':' {
+                word.push(ch);
+            } else {
+                out.push_str(word.rsplit("::").next().unwrap_or(&word));
+                word.clear();
+                out.push(ch);
+            }
+        }
+        out.push_str(word.rsplit("::").next().unwrap_or(&word));
+        Box::leak(out.into_boxed_str())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_type_names() {
+        use super::short_type_name as s;
+        assert_eq!(s("u8"), "u8");
+        assert_eq!(s("alloc::string::String"), "String");
+        assert_eq!(s("alloc::vec::Vec<alloc::string::String>"), "Vec<String>");
+        assert_eq!(s("[core::option::Option<u32>]"), "[Option<u32>]");
+        assert_eq!(s("(a::B, c::D)"), "(B, D)");
     }
 }

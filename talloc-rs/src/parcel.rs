@@ -79,6 +79,8 @@ enum ParcelName {
     Const(&'static str),
     /// The entry holding the name chunk.
     Chunk(u32),
+    /// A name chunk that was stolen out of the subtree: its text travels.
+    Text(String),
 }
 
 /// A subtree taken out of one heap, on its way to another: it owns every
@@ -182,6 +184,24 @@ impl fmt::Display for DetachError {
 }
 
 impl std::error::Error for DetachError {}
+
+/// So that `?` works on `detach` in functions returning [`Error`].
+impl From<DetachError> for Error {
+    fn from(e: DetachError) -> Error {
+        match e {
+            DetachError::Handle(e) => e,
+            DetachError::Refused(t) => Error::Transfer(t),
+        }
+    }
+}
+
+/// So that `?` works on `attach` in functions returning [`Error`] (the
+/// parcel is dropped).
+impl<T: ?Sized> From<AttachError<T>> for Error {
+    fn from(e: AttachError<T>) -> Error {
+        e.error
+    }
+}
 
 impl From<Error> for DetachError {
     fn from(e: Error) -> Self {
@@ -300,9 +320,15 @@ impl Talloc {
             let parent = if slot == root { NIL } else { index[&n.parent] };
             let (name, target, limit) = match self.rare(slot) {
                 Some(r) => (
-                    r.name.as_ref().map(|name| match name {
-                        Name::Const(s) => ParcelName::Const(s),
-                        Name::Chunk(c) => ParcelName::Chunk(index[c]),
+                    r.name.as_ref().and_then(|name| match name {
+                        Name::Const(s) => Some(ParcelName::Const(s)),
+                        Name::Chunk(k) => {
+                            let c = self.slot(*k).ok()?;
+                            Some(match index.get(&c) {
+                                Some(&i) => ParcelName::Chunk(i),
+                                None => ParcelName::Text(self.name_of(slot).to_string()),
+                            })
+                        }
                     }),
                     r.target.and_then(|k| self.slot(k).ok()).map(|t| index[&t]),
                     r.limit.map(|(max, _)| max),
@@ -384,11 +410,17 @@ impl Talloc {
         }
         for (i, (_, name, target, limit)) in meta.into_iter().enumerate() {
             let slot = slots[i];
+            let name = match name {
+                Some(ParcelName::Const(s)) => Some(Name::Const(s)),
+                Some(ParcelName::Chunk(c)) => Some(Name::Chunk(self.key(slots[c as usize]))),
+                Some(ParcelName::Text(text)) => {
+                    // Best effort: a name that cannot be stored is dropped.
+                    let _ = self.set_name(self.any(slot), text);
+                    None
+                }
+                None => None,
+            };
             if let Some(name) = name {
-                let name = match name {
-                    ParcelName::Const(s) => Name::Const(s),
-                    ParcelName::Chunk(c) => Name::Chunk(slots[c as usize]),
-                };
                 self.rare_mut(slot).name = Some(name);
                 self.slots.node_mut(slot).flags |= flag::NAMED;
             }

@@ -233,7 +233,7 @@ impl Talloc {
     /// # let mut heap = talloc::Talloc::new();
     /// heap.strdup(None, "forgotten")?;
     /// let text = heap.leak_report_text(talloc::LeakReport::Summary);
-    /// assert!(text.contains("str"));
+    /// assert!(text.contains("forgotten"));
     /// # Ok::<(), talloc::Error>(())
     /// ```
     pub fn leak_report_text(&self, kind: LeakReport) -> String {

@@ -313,6 +313,8 @@ struct Region {
     base: usize,
     /// Objects alive in the region, the pool node included.
     count: u32,
+    /// Whether the pool node itself is still alive.
+    pool_alive: bool,
 }
 
 const REGION_ALIGN: usize = 16;
@@ -490,10 +492,33 @@ impl Slots {
         Ok(slot)
     }
 
-    /// A node with no value (contexts, pools, reference handles).
-    pub(crate) fn insert_marker(&mut self, desc: &'static TypeDesc, flags: u32) -> u32 {
+    /// A node with no value (contexts, pools, reference handles). Under a
+    /// pool it is a member of the region (taking no bytes), so that its own
+    /// children are carved from the pool too, as in C.
+    pub(crate) fn insert_marker(
+        &mut self,
+        desc: &'static TypeDesc,
+        flags: u32,
+        pool: Option<u32>,
+    ) -> u32 {
         let slot = self.claim(desc, flags);
         self.node_mut(slot).len = 1;
+        if let Some(r) =
+            pool.and_then(|p| self.regions.get_mut(p as usize)?.as_mut().map(|r| (p, r)))
+        {
+            let (region, r) = r;
+            r.count += 1;
+            // SAFETY: `end <= size`, so the address is inside the region or
+            // one past its end; no bytes are used.
+            let ptr = unsafe { NonNull::new_unchecked(r.mem.as_ptr().add(r.end)) };
+            let n = self.node_mut(slot);
+            n.flags = (n.flags | flag::IN_POOL) & !flag::INLINE;
+            n.payload.out = OutOfLine {
+                ptr,
+                pool: region,
+                cap: 0,
+            };
+        }
         slot
     }
 
@@ -552,7 +577,9 @@ impl Slots {
     /// A range of `lay` bytes in the region, if it fits.
     fn carve(&mut self, region: u32, lay: Layout) -> Option<usize> {
         let r = self.regions.get_mut(region as usize)?.as_mut()?;
-        let off = align_up(r.end, lay.align().max(8));
+        // Align the address, not the offset: regions are only 16-aligned.
+        let base = r.mem.as_ptr() as usize;
+        let off = align_up(base + r.end, lay.align().max(8)) - base;
         let end = off.checked_add(lay.size())?;
         if end > r.size {
             return None;
@@ -572,6 +599,7 @@ impl Slots {
             end: 0,
             base: 0,
             count: 1,
+            pool_alive: true,
         };
         Ok(match self.free_regions.pop() {
             Some(id) => {
@@ -656,6 +684,7 @@ impl Slots {
             (n.desc, n.len as usize, n.data())
         };
         let region = self.node(slot).pool_region();
+        let was_pool = self.node(slot).has(flag::POOL);
         let out_cap = if self.node(slot).has(flag::INLINE) {
             None
         } else {
@@ -693,7 +722,14 @@ impl Slots {
             panic = r.err();
         }
         match (region, out_cap) {
-            (Some(region), _) => self.region_put(region, data, out_cap.unwrap_or(0) as usize),
+            (Some(region), _) => {
+                if was_pool {
+                    if let Some(r) = self.regions[region as usize].as_mut() {
+                        r.pool_alive = false;
+                    }
+                }
+                self.region_put(region, data, out_cap.unwrap_or(0) as usize)
+            }
             (None, Some(cap)) => {
                 let lay = Layout::from_size_align(cap as usize, desc.elem_align)
                     .expect("layout was valid when allocated");
@@ -713,7 +749,8 @@ impl Slots {
         if off + size == r.end && off >= r.base {
             r.end = off;
         }
-        if r.count == 1 {
+        if r.count == 1 && r.pool_alive {
+            // Only the pool itself is left: all of the region is free again.
             r.end = r.base;
         }
         if r.count == 0 {
@@ -1047,7 +1084,7 @@ mod tests {
     fn region_is_released_when_last_object_goes() {
         let mut s = Slots::new();
         let region = s.new_region(1024).unwrap();
-        let pool = s.insert_marker(marker_desc::<()>(), 0);
+        let pool = s.insert_marker(marker_desc::<()>(), 0, None);
         s.mark_pool(pool, region);
         let a = s.insert([1u8; 100], 0, Some(region)).unwrap();
         assert_eq!(s.region_usage(region).unwrap().2, 2);

@@ -1,1 +1,533 @@
 //! Proptest strategies for users' own property tests (feature `proptest`).
+//!
+//! [`ops`] generates random sequences of heap operations ([`Op`]) whose
+//! operands are indices into the handles issued so far ([`Handles`]), so
+//! freed (stale) handles are used again on purpose. [`tree`] generates random
+//! tree shapes ([`TreeShape`]) to build a heap to start from. Run your own
+//! code between the steps and assert what it promises, together with
+//! [`Talloc::verify`]:
+//!
+//! ```
+//! use proptest::prelude::*;
+//! use talloc::strategy::{ops, tree, Handles};
+//! use talloc::Talloc;
+//!
+//! proptest!(ProptestConfig::with_cases(16), |(shape in tree(8), steps in ops(0..32))| {
+//!     let mut heap = Talloc::new();
+//!     let mut handles = Handles::new();
+//!     handles.issued = shape.build(&mut heap);
+//!     for op in &steps {
+//!         let _ = op.apply(&mut heap, &mut handles); // refusals are fine
+//!         prop_assert_eq!(heap.verify(), Ok(()));
+//!         // ... and here, the invariants of your own code over `heap`.
+//!     }
+//! });
+//! ```
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+
+use proptest::collection::{vec, SizeRange};
+use proptest::prelude::*;
+
+use crate::{AnyPtr, Error, Parcel, Pool, Ptr, Refused, Talloc, TransferError, REFERENCE_NAME};
+
+/// The handles issued so far by [`Op::apply`], and a log of destructor calls.
+///
+/// Every object an operation creates is pushed to `issued`: new objects,
+/// reference handles, name chunks, and every object of a subtree that a
+/// [`Op::Transfer`] moved (they get new handles). An operand `n` of an
+/// [`Op`] names `issued[n % issued.len()]`, which may well be stale.
+///
+/// ```
+/// use talloc::strategy::{Handles, New, Op};
+/// let mut heap = talloc::Talloc::new();
+/// let mut h = Handles::new();
+/// Op::Alloc(None, New::Context).apply(&mut heap, &mut h)?;
+/// Op::Alloc(Some(0), New::Value(7)).apply(&mut heap, &mut h)?;
+/// assert_eq!(heap.parent(h.issued[1])?, Some(h.issued[0]));
+/// # Ok::<(), talloc::strategy::OpError>(())
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Handles {
+    /// Every handle issued so far, oldest first (stale ones included).
+    pub issued: Vec<AnyPtr>,
+    /// The objects whose destructors (set by [`Op::SetDestructor`]) ran, in
+    /// call order; a destructor that refuses is logged each time it runs.
+    pub destructor_calls: Rc<RefCell<Vec<AnyPtr>>>,
+}
+
+impl Handles {
+    /// No handles yet, an empty log.
+    pub fn new() -> Handles {
+        Handles::default()
+    }
+
+    /// The handle an operand names: `issued[n % issued.len()]`, or `None`
+    /// while nothing was issued.
+    ///
+    /// ```
+    /// let mut h = talloc::strategy::Handles::new();
+    /// assert_eq!(h.pick(3), None);
+    /// let p = talloc::Talloc::new().new_context(None)?.erase();
+    /// h.issued.push(p);
+    /// assert_eq!(h.pick(3), Some(p));
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
+    pub fn pick(&self, n: usize) -> Option<AnyPtr> {
+        (!self.issued.is_empty()).then(|| self.issued[n % self.issued.len()])
+    }
+}
+
+/// What an [`Op::Alloc`] creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum New {
+    /// `Value(v)`: `alloc(parent, v)`, a `u64`.
+    Value(u64),
+    /// `Local(v)`: `alloc_local(parent, Rc::new(v))`, a value that is not `Send`.
+    Local(u64),
+    /// `Bytes(len, fill)`: a `[u8]` of `len` bytes, byte `i` being `fill + i`.
+    Bytes(usize, u8),
+    /// `Words(len)`: a `[u32]` of `len` elements, element `i` being `i`.
+    Words(usize),
+    /// `Str(s)`: `strdup(parent, s)`.
+    Str(String),
+    /// `new_context(parent)`.
+    Context,
+    /// `Pool(size)`: `pool(parent, size)`.
+    Pool(usize),
+    /// `PooledObject(v, n, bytes)`: `pooled_object(parent, v, n, bytes)` of a `u64`.
+    PooledObject(u64, usize, usize),
+}
+
+/// One heap operation. Its operands (`usize`) are indices into
+/// [`Handles::issued`] (see [`Handles::pick`]); a parent operand of `None` is
+/// the top level. Each variant's fields follow the arguments of the call it
+/// makes. Loops, stale handles and other refusals are part of the game.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `Alloc(parent, what)`: allocates under `parent` (the top level while
+    /// nothing was issued) and pushes the new handle.
+    Alloc(Option<usize>, New),
+    /// `Free(p)`: [`Talloc::free`].
+    Free(usize),
+    /// `FreeChildren(p)`: [`Talloc::free_children`].
+    FreeChildren(usize),
+    /// `Steal(new_parent, p)`: [`Talloc::steal_any`], loops included.
+    Steal(Option<usize>, usize),
+    /// `Reparent(old_parent, new_parent, p)`: [`Talloc::reparent`].
+    Reparent(Option<usize>, Option<usize>, usize),
+    /// `Reference(owner, p)`: [`Talloc::reference`]; pushes the new
+    /// reference handle.
+    Reference(Option<usize>, usize),
+    /// `Unlink(ctx, p)`: [`Talloc::unlink`].
+    Unlink(Option<usize>, usize),
+    /// `SetDestructor(p, refuse)`: [`Talloc::set_destructor`], a destructor
+    /// that logs its call in [`Handles::destructor_calls`], then accepts or
+    /// refuses.
+    SetDestructor(usize, bool),
+    /// `ClearDestructor(p)`: [`Talloc::clear_destructor`].
+    ClearDestructor(usize),
+    /// `SetName(p, name)`: [`Talloc::set_name`]; pushes the new name chunk.
+    SetName(usize, String),
+    /// `SetNameConst(p)`: [`Talloc::set_name_const`] to `"const name"`.
+    SetNameConst(usize),
+    /// `Resize(p, len)`: [`Talloc::realloc`] of a `[u8]` or `[u32]` to `len`
+    /// elements (new ones are 0), or [`Talloc::str_append`] of `len % 8`
+    /// `'+'`s to a string; skipped for other objects.
+    Resize(usize, usize),
+    /// `SetMemlimit(ctx, max)`: [`Talloc::set_memlimit`].
+    SetMemlimit(usize, usize),
+    /// `Transfer(p, new_parent)`: [`Talloc::detach`] the subtree of `p`,
+    /// [`Talloc::attach`] it under `new_parent` in the same heap and push the
+    /// subtree's new handles (pre-order, children newest first). A stale
+    /// `new_parent` is refused before anything moves; if the attach fails
+    /// (`new_parent` was in the subtree, or is a reference handle), the
+    /// parcel goes to the top level.
+    Transfer(usize, Option<usize>),
+}
+
+/// What [`Op::apply`] did when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The operation ran.
+    Done,
+    /// The operation did not apply: no handle issued yet, or an object of
+    /// the wrong kind (resizing a context, a typed call on a reference
+    /// handle or on a type these operations do not allocate).
+    Skipped,
+}
+
+/// Why [`Op::apply`] failed; the heap refused the operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpError {
+    /// A heap error.
+    Heap(Error),
+    /// A transfer rule refused the detach.
+    Transfer(TransferError),
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::Heap(e) => e.fmt(f),
+            OpError::Transfer(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OpError {}
+
+impl From<Error> for OpError {
+    fn from(e: Error) -> OpError {
+        OpError::Heap(e)
+    }
+}
+
+/// `Some($body)` with `$p` the typed handle of `$any`, for every type these
+/// operations allocate; `None` for any other type (reference handles too).
+macro_rules! typed {
+    ($heap:expr, $any:expr, $p:ident => $body:expr) => {{
+        let any: AnyPtr = $any;
+        if let Ok($p) = $heap.downcast::<u64>(any) {
+            Some($body)
+        } else if let Ok($p) = $heap.downcast::<Rc<u64>>(any) {
+            Some($body)
+        } else if let Ok($p) = $heap.downcast::<[u8]>(any) {
+            Some($body)
+        } else if let Ok($p) = $heap.downcast::<[u32]>(any) {
+            Some($body)
+        } else if let Ok($p) = $heap.downcast::<str>(any) {
+            Some($body)
+        } else if let Ok($p) = $heap.downcast::<()>(any) {
+            Some($body)
+        } else if let Ok($p) = $heap.downcast::<Pool>(any) {
+            Some($body)
+        } else {
+            None
+        }
+    }};
+}
+
+impl Op {
+    /// Runs the operation on `heap`, resolving operands in `handles` and
+    /// pushing the handles of the objects it creates. Operations that need a
+    /// typed handle check for a stale one first.
+    ///
+    /// ```
+    /// use talloc::strategy::{Applied, Handles, New, Op, OpError};
+    /// use talloc::Error;
+    /// let mut heap = talloc::Talloc::new();
+    /// let mut h = Handles::new();
+    /// assert_eq!(Op::Free(0).apply(&mut heap, &mut h), Ok(Applied::Skipped));
+    /// Op::Alloc(None, New::Context).apply(&mut heap, &mut h)?;
+    /// Op::Alloc(Some(0), New::Str("x".into())).apply(&mut heap, &mut h)?;
+    /// // Stealing a context under its own child would make a loop.
+    /// let op = Op::Steal(Some(1), 0);
+    /// assert_eq!(op.apply(&mut heap, &mut h), Err(OpError::Heap(Error::Loop)));
+    /// Op::Free(0).apply(&mut heap, &mut h)?;
+    /// let again = Op::Free(1).apply(&mut heap, &mut h);
+    /// assert_eq!(again, Err(OpError::Heap(Error::Stale)));
+    /// # Ok::<(), OpError>(())
+    /// ```
+    pub fn apply(&self, heap: &mut Talloc, handles: &mut Handles) -> Result<Applied, OpError> {
+        let opt = |n: &Option<usize>| n.and_then(|n| handles.pick(n));
+        let object = match self {
+            Op::Alloc(parent, what) => {
+                let p = alloc(heap, opt(parent), what)?;
+                handles.issued.push(p);
+                return Ok(Applied::Done);
+            }
+            Op::Free(x) | Op::FreeChildren(x) | Op::ClearDestructor(x) | Op::SetNameConst(x) => x,
+            Op::Steal(_, x) | Op::Reparent(_, _, x) | Op::Reference(_, x) | Op::Unlink(_, x) => x,
+            Op::SetDestructor(x, _) | Op::SetName(x, _) | Op::Resize(x, _) => x,
+            Op::SetMemlimit(x, _) | Op::Transfer(x, _) => x,
+        };
+        let Some(p) = handles.pick(*object) else {
+            return Ok(Applied::Skipped);
+        };
+        match self {
+            Op::Free(_) => return done(heap.free(p)),
+            Op::FreeChildren(_) => return done(heap.free_children(p)),
+            Op::Steal(to, _) => return done(heap.steal_any(opt(to), p)),
+            Op::Unlink(ctx, _) => return done(heap.unlink(opt(ctx), p)),
+            Op::ClearDestructor(_) => return done(heap.clear_destructor(p)),
+            Op::SetNameConst(_) => return done(heap.set_name_const(p, "const name")),
+            Op::SetMemlimit(_, max) => return done(heap.set_memlimit(p, *max)),
+            Op::SetName(_, name) => {
+                heap.set_name(p, format_args!("{name}"))?;
+                let chunk = heap.children(p)?.next().expect("the new name chunk");
+                handles.issued.push(chunk);
+                return Ok(Applied::Done);
+            }
+            _ => heap.type_name(p).map(|_| ())?,
+        }
+        let ran = match self {
+            Op::Reparent(old, to, _) => {
+                let (old, to) = (opt(old), opt(to));
+                typed!(heap, p, p => heap.reparent(old, to, p).map(|_| ()))
+            }
+            Op::Reference(owner, _) => {
+                let owner = opt(owner);
+                let r = typed!(heap, p, p => heap.reference(owner, p).map(|_| ()));
+                if let Some(Ok(())) = r {
+                    let h = new_reference(heap, owner, &handles.issued);
+                    handles.issued.push(h);
+                }
+                r
+            }
+            Op::SetDestructor(_, refuse) => {
+                let verdict = if *refuse { Err(Refused) } else { Ok(()) };
+                typed!(heap, p, p => {
+                    let log = handles.destructor_calls.clone();
+                    heap.set_destructor(p, move |_, me| {
+                        log.borrow_mut().push(me.erase());
+                        verdict
+                    })
+                })
+            }
+            Op::Resize(_, len) => {
+                if let Ok(a) = heap.downcast::<[u8]>(p) {
+                    Some(heap.realloc(a, *len))
+                } else if let Ok(a) = heap.downcast::<[u32]>(p) {
+                    Some(heap.realloc(a, *len))
+                } else if let Ok(s) = heap.downcast::<str>(p) {
+                    Some(heap.str_append(s, &"+".repeat(len % 8)))
+                } else {
+                    None
+                }
+            }
+            Op::Transfer(_, to) => {
+                let to = opt(to);
+                if let Some(to) = to {
+                    heap.type_name(to)?;
+                }
+                if let Some(e) = heap.check_transfer(p)? {
+                    return Err(OpError::Transfer(e));
+                }
+                let Some(root) = typed!(heap, p, p => transfer(heap, p, to)) else {
+                    return Ok(Applied::Skipped);
+                };
+                push_subtree(heap, root?, &mut handles.issued);
+                Some(Ok(()))
+            }
+            _ => unreachable!("handled above"),
+        };
+        ran.map_or(Ok(Applied::Skipped), done)
+    }
+}
+
+/// `Done`, or the heap's error.
+fn done(r: Result<(), Error>) -> Result<Applied, OpError> {
+    r.map(|()| Applied::Done).map_err(OpError::Heap)
+}
+
+fn alloc(heap: &mut Talloc, parent: Option<AnyPtr>, what: &New) -> Result<AnyPtr, Error> {
+    Ok(match what {
+        New::Value(v) => heap.alloc(parent, *v)?.erase(),
+        New::Local(v) => heap.alloc_local(parent, Rc::new(*v))?.erase(),
+        New::Bytes(len, fill) => {
+            let f = |i: usize| fill.wrapping_add(i as u8);
+            heap.alloc_array_with(parent, *len, f)?.erase()
+        }
+        New::Words(len) => heap.alloc_array_with(parent, *len, |i| i as u32)?.erase(),
+        New::Str(s) => heap.strdup(parent, s)?.erase(),
+        New::Context => heap.new_context(parent)?.erase(),
+        New::Pool(size) => heap.pool(parent, *size)?.erase(),
+        New::PooledObject(v, n, bytes) => heap.pooled_object(parent, *v, *n, *bytes)?.erase(),
+    })
+}
+
+/// The reference handle that `reference(owner, _)` just made.
+fn new_reference(heap: &Talloc, owner: Option<AnyPtr>, issued: &[AnyPtr]) -> AnyPtr {
+    if let Some(owner) = owner {
+        return heap
+            .children(owner)
+            .ok()
+            .and_then(|mut c| c.next())
+            .expect("the new handle");
+    }
+    let known: std::collections::HashSet<AnyPtr> = issued.iter().copied().collect();
+    heap.top_level()
+        .find(|p| !known.contains(p) && heap.name(*p) == Ok(REFERENCE_NAME))
+        .expect("the new top-level handle")
+}
+
+/// Detaches the subtree of `p` and attaches it under `to`, or at the top
+/// level if that fails; the new root.
+fn transfer<T: ?Sized>(
+    heap: &mut Talloc,
+    p: Ptr<T>,
+    to: Option<AnyPtr>,
+) -> Result<AnyPtr, OpError> {
+    let parcel: Parcel<T> = heap.detach(p).map_err(|e| match e {
+        crate::DetachError::Handle(e) => OpError::Heap(e),
+        crate::DetachError::Refused(e) => OpError::Transfer(e),
+    })?;
+    let root = match heap.attach(to, parcel) {
+        Ok(root) => root,
+        Err(back) => heap.attach(None, back.parcel).map_err(|e| e.error)?,
+    };
+    Ok(root.erase())
+}
+
+/// Pushes the subtree of `root` in pre-order, children newest first.
+fn push_subtree(heap: &Talloc, root: AnyPtr, out: &mut Vec<AnyPtr>) {
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        out.push(p);
+        let kids: Vec<AnyPtr> = heap.children(p).map(|c| c.collect()).unwrap_or_default();
+        stack.extend(kids.into_iter().rev());
+    }
+}
+
+/// An operand: an index into the handles issued so far.
+fn operand() -> impl Strategy<Value = usize> {
+    0..1024usize
+}
+
+/// A parent operand: mostly a handle, sometimes the top level.
+fn parent() -> impl Strategy<Value = Option<usize>> {
+    prop::option::weighted(0.8, operand())
+}
+
+/// What to allocate: every kind of [`New`] object.
+pub fn new_object() -> impl Strategy<Value = New> {
+    prop_oneof![
+        3 => any::<u64>().prop_map(New::Value),
+        1 => any::<u64>().prop_map(New::Local),
+        3 => (0..48usize, any::<u8>()).prop_map(|(len, fill)| New::Bytes(len, fill)),
+        1 => (0..12usize).prop_map(New::Words),
+        3 => "[a-z]{0,12}".prop_map(New::Str),
+        3 => Just(New::Context),
+        2 => (0..=256usize).prop_map(New::Pool),
+        1 => (any::<u64>(), 0..4usize, 0..128usize).prop_map(|(v, n, b)| New::PooledObject(v, n, b)),
+    ]
+}
+
+/// One random operation, every kind of [`Op`], allocations most often.
+///
+/// ```
+/// use proptest::strategy::{Strategy, ValueTree};
+/// let mut runner = proptest::test_runner::TestRunner::deterministic();
+/// let op = talloc::strategy::op().new_tree(&mut runner).unwrap().current();
+/// let mut heap = talloc::Talloc::new();
+/// let _ = op.apply(&mut heap, &mut talloc::strategy::Handles::new());
+/// assert_eq!(heap.verify(), Ok(()));
+/// ```
+pub fn op() -> impl Strategy<Value = Op> {
+    let (p, o) = (parent, operand);
+    prop_oneof![
+        12 => (p(), new_object()).prop_map(|(p, what)| Op::Alloc(p, what)),
+        4 => o().prop_map(Op::Free),
+        2 => o().prop_map(Op::FreeChildren),
+        4 => (p(), o()).prop_map(|(to, x)| Op::Steal(to, x)),
+        1 => (p(), p(), o()).prop_map(|(old, to, x)| Op::Reparent(old, to, x)),
+        3 => (p(), o()).prop_map(|(owner, x)| Op::Reference(owner, x)),
+        3 => (p(), o()).prop_map(|(ctx, x)| Op::Unlink(ctx, x)),
+        3 => (o(), any::<bool>()).prop_map(|(x, refuse)| Op::SetDestructor(x, refuse)),
+        1 => o().prop_map(Op::ClearDestructor),
+        2 => (o(), "[a-z]{0,8}").prop_map(|(x, name)| Op::SetName(x, name)),
+        1 => o().prop_map(Op::SetNameConst),
+        2 => (o(), 0..48usize).prop_map(|(x, len)| Op::Resize(x, len)),
+        1 => (o(), prop_oneof![Just(0usize), 0..400usize]).prop_map(|(x, max)| Op::SetMemlimit(x, max)),
+        2 => (o(), p()).prop_map(|(x, to)| Op::Transfer(x, to)),
+    ]
+}
+
+/// Sequences of random operations, of a length in `len`.
+///
+/// ```
+/// use proptest::prelude::*;
+/// use talloc::strategy::{ops, Handles};
+/// proptest!(ProptestConfig::with_cases(8), |(steps in ops(1..20))| {
+///     let mut heap = talloc::Talloc::new();
+///     let mut handles = Handles::new();
+///     for op in &steps {
+///         let _ = op.apply(&mut heap, &mut handles);
+///     }
+///     prop_assert_eq!(heap.verify(), Ok(()));
+/// });
+/// ```
+pub fn ops(len: impl Into<SizeRange>) -> impl Strategy<Value = Vec<Op>> {
+    vec(op(), len)
+}
+
+/// The shape of a random tree (a forest, at times): node `i` is a byte
+/// buffer of `sizes[i]` bytes whose parent is `parents[i]`, an earlier node,
+/// or `None` for a top-level node (node 0 always is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeShape {
+    /// The parent of each node: an earlier node, or `None`.
+    pub parents: Vec<Option<usize>>,
+    /// The size in bytes of each node.
+    pub sizes: Vec<usize>,
+}
+
+impl TreeShape {
+    /// The operations that build the tree on an empty [`Handles`]: node `i`
+    /// becomes `issued[i]`.
+    pub fn ops(&self) -> Vec<Op> {
+        let nodes = self.parents.iter().zip(&self.sizes).enumerate();
+        nodes
+            .map(|(i, (p, len))| Op::Alloc(*p, New::Bytes(*len, i as u8)))
+            .collect()
+    }
+
+    /// Builds the tree in `heap` and returns the handles of its nodes, in
+    /// node order (node 0 first).
+    ///
+    /// ```
+    /// use talloc::strategy::TreeShape;
+    /// let shape = TreeShape { parents: vec![None, Some(0), Some(0), Some(1)], sizes: vec![1, 2, 3, 4] };
+    /// let mut heap = talloc::Talloc::new();
+    /// let nodes = shape.build(&mut heap);
+    /// assert_eq!(heap.total_blocks(nodes[0])?, 4);
+    /// assert_eq!(heap.total_size(nodes[0])?, 10);
+    /// assert_eq!(heap.parent(nodes[3])?, Some(nodes[1]));
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
+    ///
+    /// # Panics
+    /// If an allocation fails (only under a memory limit set in `heap`, which
+    /// the tree does not reach: it is built from the top level).
+    pub fn build(&self, heap: &mut Talloc) -> Vec<AnyPtr> {
+        let mut handles = Handles::new();
+        for op in self.ops() {
+            op.apply(heap, &mut handles)
+                .expect("building a tree never fails");
+        }
+        handles.issued
+    }
+}
+
+/// Random tree shapes of 1 to `max_nodes` nodes (at least 1), mostly one
+/// tree, sometimes a forest.
+///
+/// ```
+/// use proptest::prelude::*;
+/// use talloc::strategy::tree;
+/// proptest!(ProptestConfig::with_cases(16), |(shape in tree(10))| {
+///     let mut heap = talloc::Talloc::new();
+///     let nodes = shape.build(&mut heap);
+///     let roots = shape.parents.iter().filter(|p| p.is_none()).count();
+///     prop_assert_eq!(heap.top_level().count(), roots);
+///     prop_assert_eq!(heap.live_objects(), nodes.len());
+///     heap.free(nodes[0]).unwrap();
+///     prop_assert_eq!(heap.verify(), Ok(()));
+/// });
+/// ```
+pub fn tree(max_nodes: usize) -> impl Strategy<Value = TreeShape> {
+    (1..=max_nodes.max(1)).prop_flat_map(|n| {
+        let parents = vec(prop::option::weighted(0.9, any::<prop::sample::Index>()), n);
+        (parents, vec(0..64usize, n)).prop_map(|(parents, sizes)| TreeShape {
+            parents: parents
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p.filter(|_| i > 0).map(|ix| ix.index(i)))
+                .collect(),
+            sizes,
+        })
+    })
+}

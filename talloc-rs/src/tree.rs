@@ -180,7 +180,7 @@ impl Talloc {
         }
         let handle = self
             .slots
-            .insert_marker(marker_desc::<Reference>(), flag::REF_HANDLE);
+            .insert_marker(marker_desc::<Reference>(), flag::REF_HANDLE, None);
         self.rare_mut(handle).target = Some(p.key);
         self.link(owner, handle);
         self.rare_mut(target).refs.push(handle);
@@ -246,22 +246,33 @@ impl Talloc {
         if self.slots.node(slot).parent != owner {
             return Err(Error::NotAParent);
         }
-        if !self.slots.node(slot).has(flag::REFERENCED) {
-            return self.free(p);
-        }
         if self.slots.node(slot).has(flag::FREEING) {
             return Err(Error::BeingFreed);
         }
-        // The newest reference becomes the parent link.
-        let handle = *self
-            .rare(slot)
-            .and_then(|r| r.refs.last())
-            .expect("REFERENCED has refs");
+        // The newest reference from outside the object's own subtree becomes
+        // the parent link; with none, the object goes (references held inside
+        // its subtree go with it).
+        let Some(&handle) = self.outside_refs(slot).last() else {
+            return self.free_subtree(p.key, slot);
+        };
         let new_parent = self.slots.node(handle).parent;
         let h = self.any(handle);
         self.free(h)?;
         self.move_to(slot, new_parent);
         Ok(())
+    }
+
+    /// The reference handles of `slot` held from outside its subtree,
+    /// oldest first.
+    pub(crate) fn outside_refs(&self, slot: u32) -> Vec<u32> {
+        if !self.slots.node(slot).has(flag::REFERENCED) {
+            return Vec::new();
+        }
+        let refs = self.rare(slot).map(|r| r.refs.as_slice()).unwrap_or(&[]);
+        refs.iter()
+            .copied()
+            .filter(|&h| !self.is_within(h, slot))
+            .collect()
     }
 
     /// The newest reference handle of `target` owned by `owner`.

@@ -205,21 +205,24 @@ impl Talloc {
             if let Some(region) = self.slots.node(slot).pool_region() {
                 *pool_counts.entry(region).or_default() += 1;
             }
-            // No cycles: the way up is shorter than the number of objects.
-            let mut up = n.parent;
-            let mut steps = 0u32;
-            while up != NIL {
-                steps += 1;
-                if steps > self.slots.live() {
-                    return Err(Violation::Cycle { object: me });
-                }
-                up = self.slots.node(up).parent;
-            }
         }
-        let reachable: usize = self
-            .top_level()
-            .map(|p| self.total_blocks(p).unwrap_or(0))
-            .sum();
+        // With the links consistent (checked above), walking down from the
+        // top level cannot loop; a live object it misses is on a cycle (or
+        // the counts are off).
+        let mut seen = vec![false; high as usize];
+        let mut reachable = 0usize;
+        for top in self.top_level() {
+            self.walk(top.key.slot, |s, _| {
+                seen[s as usize] = true;
+                reachable += 1;
+                true
+            });
+        }
+        if let Some(lost) = (0..high).find(|&s| self.slots.node(s).is_live() && !seen[s as usize]) {
+            return Err(Violation::Cycle {
+                object: self.any(lost),
+            });
+        }
         if reachable != recorded || recorded != self.slots.live() as usize {
             return Err(Violation::LiveCount {
                 reachable,
