@@ -301,11 +301,23 @@ impl Talloc {
             order.push(slot);
             true
         });
+        // Slot -> entry number; a lone object (the common message) needs no
+        // map at all.
         let index: std::collections::HashMap<u32, u32> = order
             .iter()
             .enumerate()
+            .skip(1)
             .map(|(i, &s)| (s, i as u32))
             .collect();
+        let lookup = |s: u32| {
+            if s == root {
+                Some(0)
+            } else {
+                index.get(&s).copied()
+            }
+        };
+        // Parents and reference targets are inside (checked above).
+        let entry = |s: u32| lookup(s).expect("inside the subtree");
         // The root leaves its parent (limits included).
         let parent = self.slots.node(root).parent;
         if self.limits > 0 && parent != NIL {
@@ -317,20 +329,20 @@ impl Talloc {
         for &slot in &order {
             let n = self.slots.node(slot);
             let flags = n.flags & (flag::CONTEXT | flag::NAME_CHUNK | flag::REF_HANDLE);
-            let parent = if slot == root { NIL } else { index[&n.parent] };
+            let parent = if slot == root { NIL } else { entry(n.parent) };
             let (name, target, limit) = match self.rare(slot) {
                 Some(r) => (
                     r.name.as_ref().and_then(|name| match name {
                         Name::Const(s) => Some(ParcelName::Const(s)),
                         Name::Chunk(k) => {
                             let c = self.slot(*k).ok()?;
-                            Some(match index.get(&c) {
-                                Some(&i) => ParcelName::Chunk(i),
+                            Some(match lookup(c) {
+                                Some(i) => ParcelName::Chunk(i),
                                 None => ParcelName::Text(self.name_of(slot).to_string()),
                             })
                         }
                     }),
-                    r.target.and_then(|k| self.slot(k).ok()).map(|t| index[&t]),
+                    r.target.and_then(|k| self.slot(k).ok()).map(entry),
                     r.limit.map(|(max, _)| max),
                 ),
                 None => (None, None, None),

@@ -75,7 +75,7 @@ impl Talloc {
                     is_ref: false,
                 },
             );
-            max_depth.map_or(true, |m| depth < m)
+            max_depth.is_none_or(|m| depth < m)
         });
         Ok(())
     }
