@@ -364,13 +364,21 @@ fn steal_loops_are_refused_and_the_tree_is_unchanged() -> R {
 // Deep trees.
 // ---------------------------------------------------------------------------
 
-const DEEP: usize = 1_000_000;
+/// The depth of the deep chains: a million by default; `TALLOC_DEEP` sets
+/// it (`.ci/valgrind` uses a smaller chain: under valgrind a million-node
+/// test takes minutes, and the stack depth is what matters).
+fn deep() -> usize {
+    std::env::var("TALLOC_DEEP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
 
-/// A chain of `DEEP` one-byte values; returns the root and the deepest.
+/// A chain of `deep()` one-byte values; returns the root and the deepest.
 fn chain(heap: &mut Talloc) -> (Ptr<u8>, Ptr<u8>) {
     let root = heap.alloc(None, 0u8).unwrap();
     let mut p = root;
-    for i in 1..DEEP {
+    for i in 1..deep() {
         p = heap.alloc(p, i as u8).unwrap();
     }
     (root, p)
@@ -381,9 +389,9 @@ fn million_deep_chain_frees_without_stack_overflow() {
     within("the million-deep chain", 600, || {
         let mut heap = Talloc::new();
         let (root, deepest) = chain(&mut heap);
-        assert_eq!(heap.live_objects(), DEEP);
-        assert_eq!(heap.total_size(root).unwrap(), DEEP);
-        assert_eq!(heap.total_blocks(root).unwrap(), DEEP);
+        assert_eq!(heap.live_objects(), deep());
+        assert_eq!(heap.total_size(root).unwrap(), deep());
+        assert_eq!(heap.total_blocks(root).unwrap(), deep());
         assert!(heap.is_ancestor(root, deepest).unwrap());
         assert_eq!(heap.steal(deepest, root), Err(Error::Loop));
         assert_eq!(heap.find_parent_by_name(deepest, "nobody"), Ok(None));
@@ -420,7 +428,7 @@ fn million_deep_chain_with_destructors_frees_in_order() {
             depth += 1;
         }
         heap.free(root).unwrap();
-        assert_eq!(count.get(), DEEP);
+        assert_eq!(count.get(), deep());
         assert_eq!(heap.live_objects(), 0);
     });
 }
@@ -442,7 +450,7 @@ fn million_deep_chain_verifies() {
         let mut heap = Talloc::new();
         let (root, _) = chain(&mut heap);
         assert_eq!(heap.verify(), Ok(()));
-        assert_eq!(heap.total_blocks(root).unwrap(), DEEP);
+        assert_eq!(heap.total_blocks(root).unwrap(), deep());
         heap.free(root).unwrap();
         assert_eq!(heap.verify(), Ok(()));
     });
