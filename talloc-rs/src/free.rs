@@ -195,20 +195,27 @@ impl Talloc {
     /// Frees the children of `root` (and `root` itself if asked), depth
     /// first, without recursion.
     fn drain(&mut self, root: Frame, panic: &mut Panic) {
-        let mut stack = vec![root];
-        while let Some(top) = stack.last() {
+        // The frame being worked on, and the ones above it. The stack only
+        // allocates once the walk goes below a first level of plain leaves.
+        let mut top = root;
+        let mut above: Vec<Frame> = Vec::new();
+        loop {
             let (slot, key) = (top.slot, top.key);
             // A frame that is not being freed (free_children) may have been
             // freed by a destructor meanwhile.
-            if !top.release && self.slot(key).is_err() {
-                stack.pop();
-                continue;
-            }
-            let child = self.slots.node(slot).child;
+            let gone = !top.release && self.slot(key).is_err();
+            let child = if gone {
+                NIL
+            } else {
+                self.slots.node(slot).child
+            };
             if child == NIL {
-                let top = stack.pop().expect("stack is not empty");
                 if top.release {
-                    self.release(top.slot, panic);
+                    self.release(slot, panic);
+                }
+                match above.pop() {
+                    Some(next) => top = next,
+                    None => return,
                 }
                 continue;
             }
@@ -220,15 +227,14 @@ impl Talloc {
                 self.release(child, panic);
                 continue;
             }
-            let refuge = top.refuge;
-            if let Outcome::Started = self.begin_child_free(child, slot, refuge, panic) {
-                let ckey = self.key(child);
-                stack.push(Frame {
+            if let Outcome::Started = self.begin_child_free(child, slot, top.refuge, panic) {
+                let frame = Frame {
                     slot: child,
-                    key: ckey,
+                    key: self.key(child),
                     refuge: Some(key),
                     release: true,
-                });
+                };
+                above.push(std::mem::replace(&mut top, frame));
             }
         }
     }

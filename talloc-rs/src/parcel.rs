@@ -325,7 +325,7 @@ impl Talloc {
             self.uncharge(parent, bytes);
         }
         self.unlink_node(root);
-        let mut metas = Vec::with_capacity(order.len());
+        let mut entries = Vec::with_capacity(order.len());
         for &slot in &order {
             let n = self.slots.node(slot);
             let flags = n.flags & (flag::CONTEXT | flag::NAME_CHUNK | flag::REF_HANDLE);
@@ -347,12 +347,18 @@ impl Talloc {
                 ),
                 None => (None, None, None),
             };
-            metas.push((parent, flags, name, target, limit));
+            entries.push(Entry {
+                value: Detached::empty(),
+                parent,
+                flags,
+                name,
+                target,
+                limit,
+            });
         }
-        // Now empty the slots: links first (so release sees leaves), values
-        // moved out without a drop.
-        let mut entries = Vec::with_capacity(order.len());
-        for (&slot, (parent, flags, name, target, limit)) in order.iter().zip(metas) {
+        // Now empty the slots (after all lookups above: a released slot no
+        // longer answers them): values moved out without a drop.
+        for (&slot, entry) in order.iter().zip(entries.iter_mut()) {
             if self.slots.node(slot).has(flag::LIMIT) {
                 self.limits -= 1;
             }
@@ -362,15 +368,7 @@ impl Talloc {
             n.parent = NIL;
             n.prev = NIL;
             n.next = NIL;
-            let value = self.slots.detach_value(slot);
-            entries.push(Entry {
-                value,
-                parent,
-                flags,
-                name,
-                target,
-                limit,
-            });
+            entry.value = self.slots.detach_value(slot);
         }
         Ok(Parcel {
             entries,
@@ -408,21 +406,22 @@ impl Talloc {
             Ok(d) => d,
             Err(error) => return Err(AttachError { error, parcel }),
         };
-        let mut slots = Vec::with_capacity(parcel.entries.len());
-        let mut meta = Vec::with_capacity(parcel.entries.len());
-        for e in parcel.entries {
-            slots.push(self.slots.attach_value(e.value, e.flags));
-            meta.push((e.parent, e.name, e.target, e.limit));
-        }
+        let mut entries = parcel.entries;
+        let slots: Vec<u32> = entries
+            .iter_mut()
+            .map(|e| {
+                let value = std::mem::replace(&mut e.value, Detached::empty());
+                self.slots.attach_value(value, e.flags)
+            })
+            .collect();
         // Link in reverse pre-order: older siblings first, so each list ends
         // newest first as it was.
         for i in (1..slots.len()).rev() {
-            let parent = meta[i].0;
-            self.link(slots[parent as usize], slots[i]);
+            self.link(slots[entries[i].parent as usize], slots[i]);
         }
-        for (i, (_, name, target, limit)) in meta.into_iter().enumerate() {
+        for (i, e) in entries.into_iter().enumerate() {
             let slot = slots[i];
-            let name = match name {
+            let name = match e.name {
                 Some(ParcelName::Const(s)) => Some(Name::Const(s)),
                 Some(ParcelName::Chunk(c)) => Some(Name::Chunk(self.key(slots[c as usize]))),
                 Some(ParcelName::Text(text)) => {
@@ -436,14 +435,14 @@ impl Talloc {
                 self.rare_mut(slot).name = Some(name);
                 self.slots.node_mut(slot).flags |= flag::NAMED;
             }
-            if let Some(t) = target {
+            if let Some(t) = e.target {
                 let tslot = slots[t as usize];
                 let tkey = self.key(tslot);
                 self.rare_mut(slot).target = Some(tkey);
                 self.rare_mut(tslot).refs.push(slot);
                 self.slots.node_mut(tslot).flags |= flag::REFERENCED;
             }
-            if let Some(max) = limit {
+            if let Some(max) = e.limit {
                 self.rare_mut(slot).limit = Some((max, 0));
                 self.slots.node_mut(slot).flags |= flag::LIMIT;
                 self.limits += 1;

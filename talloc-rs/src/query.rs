@@ -196,6 +196,11 @@ impl Talloc {
     /// Visits `root` and its subtree depth first, children newest first,
     /// with each node's depth below `root`; `f` returns whether to descend.
     pub(crate) fn walk(&self, root: u32, mut f: impl FnMut(u32, usize) -> bool) {
+        // A leaf (the common message, the common report line) needs no stack.
+        if self.slots.node(root).child == NIL {
+            f(root, 0);
+            return;
+        }
         let mut stack = vec![(root, 0usize)];
         while let Some((slot, depth)) = stack.pop() {
             if !f(slot, depth) {

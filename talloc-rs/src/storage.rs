@@ -978,6 +978,15 @@ enum DetachedStore {
 unsafe impl Send for Detached {}
 
 impl Detached {
+    /// A placeholder holding nothing (dropping it does nothing).
+    pub(crate) fn empty() -> Detached {
+        Detached {
+            desc: marker_desc::<()>(),
+            len: 0,
+            store: DetachedStore::Inline([MaybeUninit::uninit(); INLINE_BYTES]),
+        }
+    }
+
     fn data(&mut self) -> *mut u8 {
         match &mut self.store {
             DetachedStore::Inline(b) => b.as_mut_ptr().cast(),
