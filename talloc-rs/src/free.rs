@@ -155,6 +155,10 @@ impl Talloc {
         // Keep the name chunk out of the way while the children go.
         let name = self.name_chunk(slot);
         if let Some(name) = name {
+            if self.limits > 0 {
+                let bytes = self.charged_bytes(name);
+                self.uncharge(slot, bytes);
+            }
             self.unlink_node(name);
         }
         let parent = self.slots.node(slot).parent;
@@ -172,6 +176,10 @@ impl Talloc {
         if let Some(name) = name {
             if self.slot(key).is_ok() {
                 self.link(slot, name);
+                if self.limits > 0 {
+                    let bytes = self.charged_bytes(name);
+                    self.charge_unchecked(slot, bytes);
+                }
             }
         }
         if let Some(p) = panic {

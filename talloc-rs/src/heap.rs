@@ -591,19 +591,12 @@ impl Talloc {
         if n.desc.kind == crate::storage::Kind::Value {
             return Err(Error::NotResizable);
         }
-        // Pool members are carved to their exact size: growing moves them
-        // out of the pool, onto the limits' books.
-        let before = if n.has(flag::IN_POOL) {
-            0
-        } else {
-            n.own_size()
-        };
-        let growing = new_size > n.own_size();
-        let charged_after = if n.has(flag::IN_POOL) && !growing {
-            0
-        } else {
-            new_size
-        };
+        // A pool member that still fits its carved bytes stays in the pool;
+        // one that outgrows them moves out, onto the limits' books.
+        let in_pool = n.has(flag::IN_POOL);
+        let before = if in_pool { 0 } else { n.own_size() };
+        let stays = in_pool && new_size <= self.slots.capacity(slot);
+        let charged_after = if stays { 0 } else { new_size };
         if self.limits > 0 && charged_after > before {
             self.charge(slot, charged_after - before)?;
         }

@@ -72,6 +72,9 @@ struct Entry {
     name: Option<ParcelName>,
     /// For a reference handle: the entry it points at.
     target: Option<u32>,
+    /// The entries of the references to this object, oldest first (so the
+    /// newest stays the newest).
+    refs: Vec<u32>,
     limit: Option<usize>,
 }
 
@@ -347,12 +350,16 @@ impl Talloc {
                 ),
                 None => (None, None, None),
             };
+            let refs = self
+                .rare(slot)
+                .map_or(Vec::new(), |r| r.refs.iter().map(|&h| entry(h)).collect());
             entries.push(Entry {
                 value: Detached::empty(),
                 parent,
                 flags,
                 name,
                 target,
+                refs,
                 limit,
             });
         }
@@ -439,8 +446,10 @@ impl Talloc {
                 let tslot = slots[t as usize];
                 let tkey = self.key(tslot);
                 self.rare_mut(slot).target = Some(tkey);
-                self.rare_mut(tslot).refs.push(slot);
-                self.slots.node_mut(tslot).flags |= flag::REFERENCED;
+            }
+            if !e.refs.is_empty() {
+                self.rare_mut(slot).refs = e.refs.iter().map(|&h| slots[h as usize]).collect();
+                self.slots.node_mut(slot).flags |= flag::REFERENCED;
             }
             if let Some(max) = e.limit {
                 self.rare_mut(slot).limit = Some((max, 0));

@@ -879,7 +879,7 @@ impl Slots {
     }
 
     /// Bytes available for the value without moving it.
-    fn capacity(&self, slot: u32) -> usize {
+    pub(crate) fn capacity(&self, slot: u32) -> usize {
         let n = self.node(slot);
         if n.has(flag::INLINE) {
             INLINE_BYTES

@@ -10,10 +10,9 @@
 //! ```
 //! use proptest::prelude::*;
 //! use talloc::strategy::{ops, tree, Handles};
-//! use talloc::Talloc;
 //!
 //! proptest!(ProptestConfig::with_cases(16), |(shape in tree(8), steps in ops(0..32))| {
-//!     let mut heap = Talloc::new();
+//!     let mut heap = talloc::Talloc::new();
 //!     let mut handles = Handles::new();
 //!     handles.issued = shape.build(&mut heap);
 //!     for op in &steps {
@@ -25,13 +24,12 @@
 //! ```
 
 use std::cell::RefCell;
-use std::fmt;
 use std::rc::Rc;
 
 use proptest::collection::{vec, SizeRange};
 use proptest::prelude::*;
 
-use crate::{AnyPtr, Error, Parcel, Pool, Ptr, Refused, Talloc, TransferError, REFERENCE_NAME};
+use crate::{AnyPtr, Error, Parcel, Pool, Ptr, Refused, Talloc, NAME_CHUNK_NAME, REFERENCE_NAME};
 
 /// The handles issued so far by [`Op::apply`], and a log of destructor calls.
 ///
@@ -47,7 +45,7 @@ use crate::{AnyPtr, Error, Parcel, Pool, Ptr, Refused, Talloc, TransferError, RE
 /// Op::Alloc(None, New::Context).apply(&mut heap, &mut h)?;
 /// Op::Alloc(Some(0), New::Value(7)).apply(&mut heap, &mut h)?;
 /// assert_eq!(heap.parent(h.issued[1])?, Some(h.issued[0]));
-/// # Ok::<(), talloc::strategy::OpError>(())
+/// # Ok::<(), talloc::Error>(())
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct Handles {
@@ -65,16 +63,7 @@ impl Handles {
     }
 
     /// The handle an operand names: `issued[n % issued.len()]`, or `None`
-    /// while nothing was issued.
-    ///
-    /// ```
-    /// let mut h = talloc::strategy::Handles::new();
-    /// assert_eq!(h.pick(3), None);
-    /// let p = talloc::Talloc::new().new_context(None)?.erase();
-    /// h.issued.push(p);
-    /// assert_eq!(h.pick(3), Some(p));
-    /// # Ok::<(), talloc::Error>(())
-    /// ```
+    /// while nothing was issued (`assert_eq!(Handles::new().pick(3), None)`).
     pub fn pick(&self, n: usize) -> Option<AnyPtr> {
         (!self.issued.is_empty()).then(|| self.issued[n % self.issued.len()])
     }
@@ -159,54 +148,17 @@ pub enum Applied {
     Skipped,
 }
 
-/// Why [`Op::apply`] failed; the heap refused the operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OpError {
-    /// A heap error.
-    Heap(Error),
-    /// A transfer rule refused the detach.
-    Transfer(TransferError),
-}
-
-impl fmt::Display for OpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OpError::Heap(e) => e.fmt(f),
-            OpError::Transfer(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for OpError {}
-
-impl From<Error> for OpError {
-    fn from(e: Error) -> OpError {
-        OpError::Heap(e)
-    }
-}
-
 /// `Some($body)` with `$p` the typed handle of `$any`, for every type these
 /// operations allocate; `None` for any other type (reference handles too).
 macro_rules! typed {
-    ($heap:expr, $any:expr, $p:ident => $body:expr) => {{
+    ($heap:expr, $any:expr, $p:ident => $body:expr) => {
+        typed!(@ $heap, $any, $p => $body; u64, Rc<u64>, [u8], [u32], str, (), Pool)
+    };
+    (@ $heap:expr, $any:expr, $p:ident => $body:expr; $($t:ty),*) => {{
         let any: AnyPtr = $any;
-        if let Ok($p) = $heap.downcast::<u64>(any) {
-            Some($body)
-        } else if let Ok($p) = $heap.downcast::<Rc<u64>>(any) {
-            Some($body)
-        } else if let Ok($p) = $heap.downcast::<[u8]>(any) {
-            Some($body)
-        } else if let Ok($p) = $heap.downcast::<[u32]>(any) {
-            Some($body)
-        } else if let Ok($p) = $heap.downcast::<str>(any) {
-            Some($body)
-        } else if let Ok($p) = $heap.downcast::<()>(any) {
-            Some($body)
-        } else if let Ok($p) = $heap.downcast::<Pool>(any) {
-            Some($body)
-        } else {
-            None
-        }
+        let mut ran = None;
+        $(if let (None, Ok($p)) = (&ran, $heap.downcast::<$t>(any)) { ran = Some($body); })*
+        ran
     }};
 }
 
@@ -216,7 +168,7 @@ impl Op {
     /// typed handle check for a stale one first.
     ///
     /// ```
-    /// use talloc::strategy::{Applied, Handles, New, Op, OpError};
+    /// use talloc::strategy::{Applied, Handles, New, Op};
     /// use talloc::Error;
     /// let mut heap = talloc::Talloc::new();
     /// let mut h = Handles::new();
@@ -225,13 +177,13 @@ impl Op {
     /// Op::Alloc(Some(0), New::Str("x".into())).apply(&mut heap, &mut h)?;
     /// // Stealing a context under its own child would make a loop.
     /// let op = Op::Steal(Some(1), 0);
-    /// assert_eq!(op.apply(&mut heap, &mut h), Err(OpError::Heap(Error::Loop)));
+    /// assert_eq!(op.apply(&mut heap, &mut h), Err(Error::Loop));
     /// Op::Free(0).apply(&mut heap, &mut h)?;
     /// let again = Op::Free(1).apply(&mut heap, &mut h);
-    /// assert_eq!(again, Err(OpError::Heap(Error::Stale)));
-    /// # Ok::<(), OpError>(())
+    /// assert_eq!(again, Err(Error::Stale));
+    /// # Ok::<(), Error>(())
     /// ```
-    pub fn apply(&self, heap: &mut Talloc, handles: &mut Handles) -> Result<Applied, OpError> {
+    pub fn apply(&self, heap: &mut Talloc, handles: &mut Handles) -> Result<Applied, Error> {
         let opt = |n: &Option<usize>| n.and_then(|n| handles.pick(n));
         let object = match self {
             Op::Alloc(parent, what) => {
@@ -256,8 +208,8 @@ impl Op {
             Op::SetNameConst(_) => return done(heap.set_name_const(p, "const name")),
             Op::SetMemlimit(_, max) => return done(heap.set_memlimit(p, *max)),
             Op::SetName(_, name) => {
-                heap.set_name(p, format_args!("{name}"))?;
-                let chunk = heap.children(p)?.next().expect("the new name chunk");
+                heap.set_name(p, name)?;
+                let chunk = fresh(heap, Some(p), NAME_CHUNK_NAME, &handles.issued);
                 handles.issued.push(chunk);
                 return Ok(Applied::Done);
             }
@@ -272,7 +224,7 @@ impl Op {
                 let owner = opt(owner);
                 let r = typed!(heap, p, p => heap.reference(owner, p).map(|_| ()));
                 if let Some(Ok(())) = r {
-                    let h = new_reference(heap, owner, &handles.issued);
+                    let h = fresh(heap, owner, REFERENCE_NAME, &handles.issued);
                     handles.issued.push(h);
                 }
                 r
@@ -287,24 +239,17 @@ impl Op {
                     })
                 })
             }
-            Op::Resize(_, len) => {
-                if let Ok(a) = heap.downcast::<[u8]>(p) {
-                    Some(heap.realloc(a, *len))
-                } else if let Ok(a) = heap.downcast::<[u32]>(p) {
-                    Some(heap.realloc(a, *len))
-                } else if let Ok(s) = heap.downcast::<str>(p) {
-                    Some(heap.str_append(s, &"+".repeat(len % 8)))
-                } else {
-                    None
-                }
-            }
+            Op::Resize(_, len) => match heap.downcast::<str>(p) {
+                Ok(s) => Some(heap.str_append(s, &"+".repeat(len % 8))),
+                Err(_) => typed!(@ heap, p, a => heap.realloc(a, *len); [u8], [u32]),
+            },
             Op::Transfer(_, to) => {
                 let to = opt(to);
                 if let Some(to) = to {
                     heap.type_name(to)?;
                 }
                 if let Some(e) = heap.check_transfer(p)? {
-                    return Err(OpError::Transfer(e));
+                    return Err(Error::Transfer(e));
                 }
                 let Some(root) = typed!(heap, p, p => transfer(heap, p, to)) else {
                     return Ok(Applied::Skipped);
@@ -319,8 +264,8 @@ impl Op {
 }
 
 /// `Done`, or the heap's error.
-fn done(r: Result<(), Error>) -> Result<Applied, OpError> {
-    r.map(|()| Applied::Done).map_err(OpError::Heap)
+fn done(r: Result<(), Error>) -> Result<Applied, Error> {
+    r.map(|()| Applied::Done)
 }
 
 fn alloc(heap: &mut Talloc, parent: Option<AnyPtr>, what: &New) -> Result<AnyPtr, Error> {
@@ -339,35 +284,25 @@ fn alloc(heap: &mut Talloc, parent: Option<AnyPtr>, what: &New) -> Result<AnyPtr
     })
 }
 
-/// The reference handle that `reference(owner, _)` just made.
-fn new_reference(heap: &Talloc, owner: Option<AnyPtr>, issued: &[AnyPtr]) -> AnyPtr {
-    if let Some(owner) = owner {
-        return heap
-            .children(owner)
-            .ok()
-            .and_then(|mut c| c.next())
-            .expect("the new handle");
-    }
+/// The object named `name` under `parent` (or at the top level) that is not
+/// in `issued` yet: what an operation just made.
+fn fresh(heap: &Talloc, parent: Option<AnyPtr>, name: &str, issued: &[AnyPtr]) -> AnyPtr {
     let known: std::collections::HashSet<AnyPtr> = issued.iter().copied().collect();
-    heap.top_level()
-        .find(|p| !known.contains(p) && heap.name(*p) == Ok(REFERENCE_NAME))
-        .expect("the new top-level handle")
+    let new = |p: &AnyPtr| !known.contains(p) && heap.name(*p) == Ok(name);
+    match parent {
+        Some(p) => heap.children(p).expect("a live parent").find(new),
+        None => heap.top_level().find(new),
+    }
+    .expect("the new object")
 }
 
 /// Detaches the subtree of `p` and attaches it under `to`, or at the top
 /// level if that fails; the new root.
-fn transfer<T: ?Sized>(
-    heap: &mut Talloc,
-    p: Ptr<T>,
-    to: Option<AnyPtr>,
-) -> Result<AnyPtr, OpError> {
-    let parcel: Parcel<T> = heap.detach(p).map_err(|e| match e {
-        crate::DetachError::Handle(e) => OpError::Heap(e),
-        crate::DetachError::Refused(e) => OpError::Transfer(e),
-    })?;
+fn transfer<T: ?Sized>(heap: &mut Talloc, p: Ptr<T>, to: Option<AnyPtr>) -> Result<AnyPtr, Error> {
+    let parcel: Parcel<T> = heap.detach(p)?;
     let root = match heap.attach(to, parcel) {
         Ok(root) => root,
-        Err(back) => heap.attach(None, back.parcel).map_err(|e| e.error)?,
+        Err(back) => heap.attach(None, back.parcel)?,
     };
     Ok(root.erase())
 }
@@ -488,10 +423,6 @@ impl TreeShape {
     /// assert_eq!(heap.parent(nodes[3])?, Some(nodes[1]));
     /// # Ok::<(), talloc::Error>(())
     /// ```
-    ///
-    /// # Panics
-    /// If an allocation fails (only under a memory limit set in `heap`, which
-    /// the tree does not reach: it is built from the top level).
     pub fn build(&self, heap: &mut Talloc) -> Vec<AnyPtr> {
         let mut handles = Handles::new();
         for op in self.ops() {
