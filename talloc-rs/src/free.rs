@@ -32,6 +32,18 @@ enum Outcome {
 /// consistent again.
 type Panic = Option<Box<dyn Any + Send>>;
 
+/// Records a caught panic unless an earlier one is waiting to be resumed.
+#[cold]
+fn keep_first(panic: &mut Panic, p: Box<dyn Any + Send>) {
+    if panic.is_none() {
+        *panic = Some(p);
+    }
+}
+
+/// Flags of an object that can be released without any side-table work:
+/// nothing rare, not a pool, not being freed.
+const PLAIN: u32 = flag::INLINE | flag::NOT_SEND | flag::IN_POOL | flag::CONTEXT;
+
 impl Talloc {
     /// Frees an object and its whole subtree (`talloc_free`).
     ///
@@ -75,10 +87,25 @@ impl Talloc {
     /// assert_eq!(*log.borrow(), ["P", "C2", "C1", "G1"]);
     /// # Ok::<(), talloc::Error>(())
     /// ```
+    #[inline]
     pub fn free(&mut self, p: impl Into<AnyPtr>) -> Result<(), Error> {
-        let key = p.into().key;
+        self.free_key(p.into().key)
+    }
+
+    fn free_key(&mut self, key: Key) -> Result<(), Error> {
         let slot = self.slot(key)?;
         let n = self.slots.node(slot);
+        // The common case: a leaf with nothing rare (no destructor, name,
+        // reference, limit) while no limits are set: unlink and release.
+        if n.child == NIL && n.flags & !PLAIN == 0 && self.limits == 0 {
+            self.unlink_node(slot);
+            let mut panic: Panic = None;
+            self.release(slot, &mut panic);
+            if let Some(p) = panic {
+                std::panic::resume_unwind(p);
+            }
+            return Ok(());
+        }
         if n.has(flag::FREEING) {
             return Ok(());
         }
@@ -227,15 +254,37 @@ impl Talloc {
                 }
                 continue;
             }
-            // The common case: a leaf with no destructor, reference or name.
-            let c = self.slots.node(child);
-            let plain = flag::INLINE | flag::NOT_SEND | flag::IN_POOL | flag::CONTEXT;
-            if c.child == NIL && c.flags & !plain == 0 && self.limits == 0 {
-                self.unlink_node(child);
-                self.release(child, panic);
-                continue;
+            // The common case: leaves with no destructor, reference or name,
+            // released in a row. They need no unlinking one by one: the
+            // list's head is fixed once after the run.
+            if self.limits == 0 {
+                let mut c = child;
+                loop {
+                    let n = self.slots.node(c);
+                    if n.child != NIL || n.flags & !PLAIN != 0 {
+                        break;
+                    }
+                    let next = n.next;
+                    self.release(c, panic);
+                    c = next;
+                    if c == NIL {
+                        break;
+                    }
+                }
+                if c != child {
+                    self.slots.node_mut(slot).child = c;
+                    if c != NIL {
+                        self.slots.node_mut(c).prev = NIL;
+                    }
+                    continue;
+                }
             }
             if let Outcome::Started = self.begin_child_free(child, slot, top.refuge, panic) {
+                if self.slots.node(child).child == NIL {
+                    // A leaf (say, with a destructor that has run): no frame.
+                    self.release(child, panic);
+                    continue;
+                }
                 let frame = Frame {
                     slot: child,
                     key: self.key(child),
@@ -337,7 +386,21 @@ impl Talloc {
     }
 
     /// Releases a node that is out of the tree and childless.
+    #[inline(always)]
     fn release(&mut self, slot: u32, panic: &mut Panic) {
+        if self.slots.node(slot).rare == NIL {
+            // No destructor, name, reference or limit to take care of.
+            if let Some(p) = self.slots.release(slot) {
+                keep_first(panic, p);
+            }
+            return;
+        }
+        self.release_rare(slot, panic);
+    }
+
+    /// [`release`](Self::release) of a node with a rare entry.
+    #[inline(never)]
+    fn release_rare(&mut self, slot: u32, panic: &mut Panic) {
         if self.slots.node(slot).has(flag::REF_HANDLE) {
             self.forget_handle(slot);
         }

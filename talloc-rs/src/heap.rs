@@ -48,10 +48,19 @@ pub(crate) enum Name {
     Chunk(crate::ptr::Key),
 }
 
-/// The rare fields of a node, kept out of the hot node.
+/// The rare fields of a node, kept out of the hot node. The destructor is
+/// here (24 bytes a node with one); the rarer fields are boxed behind it and
+/// reached through `Deref` (`rare.name`, `rare.refs`...). Writing through
+/// `DerefMut` creates the box.
 #[derive(Default)]
 pub(crate) struct Rare {
     pub(crate) destructor: Option<Destructor>,
+    ext: Option<Box<RareExt>>,
+}
+
+/// The rarest fields: names, references, memory limits.
+#[derive(Default)]
+pub(crate) struct RareExt {
     pub(crate) name: Option<Name>,
     /// Reference handles pointing at this node, oldest first.
     pub(crate) refs: Vec<u32>,
@@ -59,6 +68,26 @@ pub(crate) struct Rare {
     pub(crate) target: Option<Key>,
     /// `set_memlimit`: (max, current) bytes.
     pub(crate) limit: Option<(usize, usize)>,
+}
+
+static NO_EXT: RareExt = RareExt {
+    name: None,
+    refs: Vec::new(),
+    target: None,
+    limit: None,
+};
+
+impl std::ops::Deref for Rare {
+    type Target = RareExt;
+    fn deref(&self) -> &RareExt {
+        self.ext.as_deref().unwrap_or(&NO_EXT)
+    }
+}
+
+impl std::ops::DerefMut for Rare {
+    fn deref_mut(&mut self) -> &mut RareExt {
+        self.ext.get_or_insert_with(Default::default)
+    }
 }
 
 /// The marker type of a pool made by [`Talloc::pool`]: a context whose
@@ -159,6 +188,7 @@ impl Talloc {
 
     // ----- handles -------------------------------------------------------
 
+    #[inline(always)]
     pub(crate) fn key(&self, slot: u32) -> Key {
         Key {
             heap: self.id,
@@ -167,6 +197,7 @@ impl Talloc {
         }
     }
 
+    #[inline]
     pub(crate) fn any(&self, slot: u32) -> AnyPtr {
         AnyPtr {
             key: self.key(slot),
@@ -174,7 +205,7 @@ impl Talloc {
     }
 
     /// The slot of a live object, or why the handle is no good.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn slot(&self, key: Key) -> Result<u32, Error> {
         if key.heap != self.id {
             return Err(Error::ForeignHeap);
@@ -186,6 +217,7 @@ impl Talloc {
     }
 
     /// The slot of a parent, or NIL for the top level.
+    #[inline(always)]
     pub(crate) fn parent_slot(&self, parent: Option<AnyPtr>) -> Result<u32, Error> {
         match parent {
             None => Ok(NIL),
@@ -245,28 +277,31 @@ impl Talloc {
     // ----- links ---------------------------------------------------------
 
     /// Puts an unlinked node at the head of `parent`'s children.
+    #[inline(always)]
     pub(crate) fn link(&mut self, parent: u32, slot: u32) {
+        let head = if parent == NIL {
+            NIL
+        } else {
+            let p = self.slots.node_mut(parent);
+            std::mem::replace(&mut p.child, slot)
+        };
         let n = self.slots.node_mut(slot);
         n.parent = parent;
         n.prev = NIL;
-        if parent == NIL {
-            n.next = NIL;
-            return;
-        }
-        let head = self.slots.node(parent).child;
-        self.slots.node_mut(slot).next = head;
+        n.next = head;
         if head != NIL {
             self.slots.node_mut(head).prev = slot;
         }
-        self.slots.node_mut(parent).child = slot;
     }
 
     /// Takes a node out of its parent's child list.
+    #[inline(always)]
     pub(crate) fn unlink_node(&mut self, slot: u32) {
-        let (parent, prev, next) = {
-            let n = self.slots.node(slot);
-            (n.parent, n.prev, n.next)
-        };
+        let n = self.slots.node_mut(slot);
+        let (parent, prev, next) = (n.parent, n.prev, n.next);
+        n.parent = NIL;
+        n.prev = NIL;
+        n.next = NIL;
         if prev != NIL {
             self.slots.node_mut(prev).next = next;
         } else if parent != NIL {
@@ -275,16 +310,13 @@ impl Talloc {
         if next != NIL {
             self.slots.node_mut(next).prev = prev;
         }
-        let n = self.slots.node_mut(slot);
-        n.parent = NIL;
-        n.prev = NIL;
-        n.next = NIL;
     }
 
     // ----- creation ------------------------------------------------------
 
     /// Where a new child of `parent` goes: the parent's slot and the pool
     /// region it should be carved from.
+    #[inline(always)]
     fn home(&self, parent: Option<AnyPtr>) -> Result<(u32, Option<u32>), Error> {
         let p = self.parent_slot(parent)?;
         if p == NIL {
@@ -299,18 +331,29 @@ impl Talloc {
 
     /// Links a freshly stored node under its parent, charging memory limits;
     /// on a limit, the node is released and nothing changes.
+    #[inline(always)]
     fn adopt<T: ?Sized>(&mut self, parent: u32, slot: u32) -> Result<Ptr<T>, Error> {
-        if self.limits > 0 && parent != NIL && !self.slots.node(slot).has(flag::IN_POOL) {
-            let size = self.slots.node(slot).own_size();
-            if let Err(e) = self.charge(parent, size) {
-                if let Some(panic) = self.slots.release(slot) {
-                    std::panic::resume_unwind(panic);
-                }
-                return Err(e);
-            }
+        if self.limits > 0 && parent != NIL {
+            self.charge_new(parent, slot)?;
         }
         self.link(parent, slot);
         Ok(Ptr::from_key(self.key(slot)))
+    }
+
+    /// The memory-limit part of [`adopt`](Self::adopt), kept out of line.
+    #[cold]
+    fn charge_new(&mut self, parent: u32, slot: u32) -> Result<(), Error> {
+        if self.slots.node(slot).has(flag::IN_POOL) {
+            return Ok(());
+        }
+        let size = self.slots.node(slot).own_size();
+        if let Err(e) = self.charge(parent, size) {
+            if let Some(panic) = self.slots.release(slot) {
+                std::panic::resume_unwind(panic);
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Allocates `value` as a child of `parent` (`talloc(ctx, type)` with the
@@ -384,8 +427,17 @@ impl Talloc {
     /// assert_eq!(heap.size(b)?, 16);
     /// # Ok::<(), talloc::Error>(())
     /// ```
+    #[inline]
     pub fn zeroed(&mut self, parent: impl IntoParent, size: usize) -> Result<Ptr<[u8]>, Error> {
-        self.alloc_array_with(parent, size, |_| 0u8)
+        self.zeroed_in(parent.into_parent(), size)
+    }
+
+    /// The body of [`zeroed`](Talloc::zeroed): one function, compiled (and
+    /// inlined into) here, whatever the caller's crate inlines.
+    fn zeroed_in(&mut self, parent: Option<AnyPtr>, size: usize) -> Result<Ptr<[u8]>, Error> {
+        let (parent, pool) = self.home(parent)?;
+        let slot = self.slots.insert_zeroed(size, pool)?;
+        self.adopt(parent, slot)
     }
 
     /// An array of `len` elements, each made by `f(index)` (`talloc_array`).

@@ -267,10 +267,12 @@ impl Node {
         }
     }
 
+    #[inline]
     pub(crate) fn is_live(&self) -> bool {
         self.gen & 1 == 1
     }
 
+    #[inline]
     pub(crate) fn has(&self, f: u32) -> bool {
         self.flags & f != 0
     }
@@ -281,6 +283,7 @@ impl Node {
     }
 
     /// The pool region this value was carved from, if any.
+    #[inline]
     pub(crate) fn pool_region(&self) -> Option<u32> {
         if self.has(flag::IN_POOL) || self.has(flag::POOL) {
             // SAFETY: IN_POOL and POOL nodes always store `out` (set by
@@ -291,6 +294,7 @@ impl Node {
         }
     }
 
+    #[inline]
     fn data(&self) -> *mut u8 {
         if self.has(flag::INLINE) {
             // Taking the address of a union field reads no bytes.
@@ -321,7 +325,8 @@ const REGION_ALIGN: usize = 16;
 
 /// Every node of one heap, plus the pool regions.
 pub(crate) struct Slots {
-    chunks: Vec<Vec<Node>>,
+    /// Fixed-size chunks: the index inside a chunk needs no bounds check.
+    chunks: Vec<Box<[Node; CHUNK]>>,
     /// Head of the free list (through `Node::next`), or NIL.
     free: u32,
     /// Number of slots ever handed out (the high-water mark).
@@ -338,6 +343,7 @@ pub(crate) enum StoreError {
     OutOfMemory,
 }
 
+#[inline]
 fn layout(desc: &TypeDesc, len: usize) -> Result<Layout, StoreError> {
     let size = desc
         .elem_size
@@ -375,18 +381,18 @@ impl Slots {
         self.high
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn node(&self, slot: u32) -> &Node {
         &self.chunks[(slot >> CHUNK_SHIFT) as usize][(slot & CHUNK_MASK) as usize]
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn node_mut(&mut self, slot: u32) -> &mut Node {
         &mut self.chunks[(slot >> CHUNK_SHIFT) as usize][(slot & CHUNK_MASK) as usize]
     }
 
     /// The node at `slot` if the slot was ever handed out.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, slot: u32) -> Option<&Node> {
         if slot < self.high {
             Some(self.node(slot))
@@ -395,29 +401,37 @@ impl Slots {
         }
     }
 
+    /// Adds a chunk of vacant nodes.
+    #[cold]
+    fn grow(&mut self) {
+        let nodes: Vec<Node> = (0..CHUNK).map(|_| Node::vacant(NIL)).collect();
+        let chunk: Box<[Node; CHUNK]> = match nodes.into_boxed_slice().try_into() {
+            Ok(c) => c,
+            Err(_) => unreachable!("the chunk has CHUNK nodes"),
+        };
+        self.chunks.push(chunk);
+    }
+
     /// Takes a vacant slot and makes it a live, unlinked node holding nothing
     /// yet (`len` 0, inline): the caller stores the value next.
+    #[inline(always)]
     fn claim(&mut self, desc: &'static TypeDesc, flags: u32) -> u32 {
         let slot = if self.free != NIL {
-            let slot = self.free;
-            self.free = self.node(slot).next;
-            slot
+            self.free
         } else {
             let slot = self.high;
             assert!(slot != NIL, "talloc: heap full (2^32 - 1 slots)");
             if (slot & CHUNK_MASK) == 0 {
-                self.chunks.push(Vec::with_capacity(CHUNK));
+                self.grow();
             }
-            // The last chunk has room: it was created with capacity CHUNK and
-            // holds `slot & CHUNK_MASK` nodes.
-            self.chunks
-                .last_mut()
-                .expect("chunk pushed above")
-                .push(Node::vacant(NIL));
             self.high += 1;
+            // A fresh vacant node's `next` is NIL: the free list stays empty.
             slot
         };
+        self.live += 1;
         let n = self.node_mut(slot);
+        // Pop the free list (for a fresh node this keeps it empty).
+        let next = n.next;
         n.gen = n.gen.wrapping_add(1);
         n.flags = flags | flag::INLINE;
         n.parent = NIL;
@@ -427,7 +441,7 @@ impl Slots {
         n.len = 0;
         n.rare = NIL;
         n.desc = desc;
-        self.live += 1;
+        self.free = next;
         slot
     }
 
@@ -461,15 +475,53 @@ impl Slots {
         let len32 = u32::try_from(len).map_err(|_| StoreError::TooLarge)?;
         let (slot, data) = self.reserve(desc, len, pool, flags)?;
         let base = data.cast::<T>();
-        // `len` counts initialised elements as we go, so a panic in `fill`
-        // leaves a consistent node that `free` can drop.
+        // The guard counts initialised elements as we go and stores the count
+        // in the node when it is dropped, also when `fill` panics: the node is
+        // then consistent and `free` drops exactly what was written. Keeping
+        // the count in a local lets the loop compile to a plain store loop
+        // (a `memset` for `zeroed`).
+        struct SetLen<'a> {
+            len: &'a mut u32,
+            done: u32,
+        }
+        impl Drop for SetLen<'_> {
+            fn drop(&mut self) {
+                *self.len = self.done;
+            }
+        }
+        let mut guard = SetLen {
+            len: &mut self.node_mut(slot).len,
+            done: 0,
+        };
         for i in 0..len {
             let v = fill(i);
             // SAFETY: `reserve` returned room for `len` elements; `i < len`.
             unsafe { base.add(i).write(v) };
-            self.node_mut(slot).len = i as u32 + 1;
+            guard.done = i as u32 + 1;
         }
-        self.node_mut(slot).len = len32;
+        debug_assert_eq!(guard.done, len32);
+        drop(guard);
+        Ok(slot)
+    }
+
+    /// Stores `len` zero bytes as a `[u8]` object.
+    #[inline]
+    pub(crate) fn insert_zeroed(
+        &mut self,
+        len: usize,
+        pool: Option<u32>,
+    ) -> Result<u32, StoreError> {
+        let len32 = u32::try_from(len).map_err(|_| StoreError::TooLarge)?;
+        let (slot, data) = self.reserve(<[u8] as Object>::desc(), len, pool, 0)?;
+        let n = self.node_mut(slot);
+        if n.has(flag::INLINE) {
+            // Zero the whole inline area: a fixed-size store, no `memset` call.
+            n.payload.inline = [MaybeUninit::new(0); INLINE_BYTES];
+        } else {
+            // SAFETY: `reserve` returned room for `len` bytes at `data`.
+            unsafe { ptr::write_bytes(data, 0, len) };
+        }
+        n.len = len32;
         Ok(slot)
     }
 
@@ -524,7 +576,72 @@ impl Slots {
 
     /// Claims a slot and room for `len` elements; returns the slot and where
     /// the elements go.
+    #[inline]
     fn reserve(
+        &mut self,
+        desc: &'static TypeDesc,
+        len: usize,
+        pool: Option<u32>,
+        flags: u32,
+    ) -> Result<(u32, *mut u8), StoreError> {
+        // The common cases first, inlined: a small value outside pools, or
+        // a value that fits in its pool.
+        if desc.elem_align <= 8 {
+            if let Some(size) = desc.elem_size.checked_mul(len) {
+                match pool {
+                    None if size <= INLINE_BYTES => {
+                        let slot = self.claim(desc, flags);
+                        let data = self.node(slot).data();
+                        return Ok((slot, data));
+                    }
+                    Some(region) if size <= u32::MAX as usize => {
+                        if let Some(found) = self.reserve_in_pool(desc, size, region, flags) {
+                            return Ok(found);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.reserve_slow(desc, len, pool, flags)
+    }
+
+    /// Carves `size` bytes (alignment at most 8) from a region and claims a
+    /// node for them; `None` if they do not fit.
+    #[inline]
+    fn reserve_in_pool(
+        &mut self,
+        desc: &'static TypeDesc,
+        size: usize,
+        region: u32,
+        flags: u32,
+    ) -> Option<(u32, *mut u8)> {
+        let r = self.regions.get_mut(region as usize)?.as_mut()?;
+        // Regions are 16-aligned, so aligning the offset to 8 aligns the
+        // address.
+        let off = align_up(r.end, 8);
+        if off > r.size || size > r.size - off {
+            return None;
+        }
+        r.end = off + size;
+        r.count += 1;
+        // SAFETY: `off + size <= r.size`: the range lies inside the region's
+        // allocation.
+        let p = unsafe { NonNull::new_unchecked(r.mem.as_ptr().add(off)) };
+        let slot = self.claim(desc, flags | flag::IN_POOL);
+        let n = self.node_mut(slot);
+        n.flags &= !flag::INLINE;
+        n.payload.out = OutOfLine {
+            ptr: p,
+            pool: region,
+            cap: size as u32,
+        };
+        Some((slot, p.as_ptr()))
+    }
+
+    /// [`reserve`](Self::reserve) for pools and values that do not fit inline.
+    #[inline(never)]
+    fn reserve_slow(
         &mut self,
         desc: &'static TypeDesc,
         len: usize,
@@ -575,6 +692,7 @@ impl Slots {
     }
 
     /// A range of `lay` bytes in the region, if it fits.
+    #[inline]
     fn carve(&mut self, region: u32, lay: Layout) -> Option<usize> {
         let r = self.regions.get_mut(region as usize)?.as_mut()?;
         // Align the address, not the offset: regions are only 16-aligned.
@@ -678,39 +796,69 @@ impl Slots {
     /// slot vacant. The node must already be unlinked. Returns a panic raised
     /// by the value's `Drop`, which the caller resumes once the heap is
     /// consistent again.
+    #[inline(always)]
     pub(crate) fn release(&mut self, slot: u32) -> Option<Box<dyn std::any::Any + Send>> {
-        let (desc, len, data) = {
-            let n = self.node(slot);
-            (n.desc, n.len as usize, n.data())
-        };
-        let region = self.node(slot).pool_region();
-        let was_pool = self.node(slot).has(flag::POOL);
-        let out_cap = if self.node(slot).has(flag::INLINE) {
-            None
-        } else {
-            // SAFETY: non-inline live nodes store `out` (invariant 1).
-            Some(unsafe { self.node(slot).payload.out.cap })
-        };
+        let free = self.free;
+        self.live -= 1;
+        let n = self.node_mut(slot);
+        let (desc, len, flags) = (n.desc, n.len, n.flags);
         // Vacate first, so the heap is consistent even if the drop panics.
-        {
-            let free = self.free;
-            let n = self.node_mut(slot);
-            n.gen = n.gen.wrapping_add(1);
-            n.flags = 0;
-            n.parent = NIL;
-            n.child = NIL;
-            n.prev = NIL;
-            n.len = 0;
-            n.rare = NIL;
-            // A generation about to wrap retires the slot for good: a handle
-            // from its first life must never match again.
-            let reuse = n.gen < u32::MAX - 1;
-            n.next = if reuse { free } else { NIL };
-            if reuse {
-                self.free = slot;
+        // The payload is left as it is: `release_value` still reads it.
+        n.gen = n.gen.wrapping_add(1);
+        n.flags = 0;
+        n.parent = NIL;
+        n.child = NIL;
+        n.prev = NIL;
+        n.len = 0;
+        n.rare = NIL;
+        // A generation about to wrap retires the slot for good: a handle
+        // from its first life must never match again.
+        let reuse = n.gen < u32::MAX - 1;
+        n.next = if reuse { free } else { NIL };
+        if reuse {
+            self.free = slot;
+        }
+        if !desc.needs_drop {
+            if flags & flag::INLINE != 0 {
+                return None;
+            }
+            if flags & flag::IN_POOL != 0 {
+                self.release_pooled(slot);
+                return None;
             }
         }
-        self.live -= 1;
+        self.release_value(slot, desc, len as usize, flags)
+    }
+
+    /// Gives a released pool member's bytes back to its region (a value that
+    /// needs no drop).
+    #[inline(never)]
+    fn release_pooled(&mut self, slot: u32) {
+        // SAFETY: an IN_POOL node stores `out` (set by `reserve`); vacating
+        // did not touch the payload.
+        let out = unsafe { self.node(slot).payload.out };
+        self.region_put(out.pool, out.ptr.as_ptr(), out.cap as usize);
+    }
+
+    /// Drops a released node's value and gives its storage back. The node is
+    /// already vacant; its payload still says where the value is.
+    #[inline(never)]
+    fn release_value(
+        &mut self,
+        slot: u32,
+        desc: &'static TypeDesc,
+        len: usize,
+        flags: u32,
+    ) -> Option<Box<dyn std::any::Any + Send>> {
+        let n = self.node(slot);
+        let (data, out) = if flags & flag::INLINE != 0 {
+            (ptr::addr_of!(n.payload.inline) as *mut u8, None)
+        } else {
+            // SAFETY: the node was live and not inline, so it stores `out`
+            // (invariant 1); vacating did not touch the payload.
+            let out = unsafe { n.payload.out };
+            (out.ptr.as_ptr(), Some(out))
+        };
         let mut panic = None;
         if desc.needs_drop && len > 0 {
             let drop = desc.drop;
@@ -721,27 +869,28 @@ impl Slots {
             }));
             panic = r.err();
         }
-        match (region, out_cap) {
-            (Some(region), _) => {
-                if was_pool {
-                    if let Some(r) = self.regions[region as usize].as_mut() {
+        match out {
+            Some(out) if flags & (flag::IN_POOL | flag::POOL) != 0 => {
+                if flags & flag::POOL != 0 {
+                    if let Some(r) = self.regions[out.pool as usize].as_mut() {
                         r.pool_alive = false;
                     }
                 }
-                self.region_put(region, data, out_cap.unwrap_or(0) as usize)
+                self.region_put(out.pool, data, out.cap as usize)
             }
-            (None, Some(cap)) => {
-                let lay = Layout::from_size_align(cap as usize, desc.elem_align)
+            Some(out) => {
+                let lay = Layout::from_size_align(out.cap as usize, desc.elem_align)
                     .expect("layout was valid when allocated");
                 // SAFETY: `data` came from `alloc_bytes(lay)` with this layout.
                 unsafe { dealloc_bytes(NonNull::new_unchecked(data), lay) };
             }
-            (None, None) => {}
+            None => {}
         }
         panic
     }
 
     /// One object of a region is gone.
+    #[inline]
     fn region_put(&mut self, region: u32, data: *mut u8, size: usize) {
         let r = self.regions[region as usize].as_mut().expect("live region");
         r.count -= 1;
@@ -754,12 +903,18 @@ impl Slots {
             r.end = r.base;
         }
         if r.count == 0 {
-            let r = self.regions[region as usize].take().expect("live region");
-            let lay = Layout::from_size_align(r.size.max(1), REGION_ALIGN).expect("valid");
-            // SAFETY: `mem` came from `alloc_bytes` with this layout.
-            unsafe { dealloc_bytes(r.mem, lay) };
-            self.free_regions.push(region);
+            self.drop_region(region);
         }
+    }
+
+    /// Gives a region's memory back (its pool and last object are gone).
+    #[cold]
+    fn drop_region(&mut self, region: u32) {
+        let r = self.regions[region as usize].take().expect("live region");
+        let lay = Layout::from_size_align(r.size.max(1), REGION_ALIGN).expect("valid");
+        // SAFETY: `mem` came from `alloc_bytes` with this layout.
+        unsafe { dealloc_bytes(r.mem, lay) };
+        self.free_regions.push(region);
     }
 
     /// A shared reference to the value of a live node.

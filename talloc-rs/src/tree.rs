@@ -1,5 +1,6 @@
 //! Reparenting: steal, move, reparent; references and unlink.
 
+use crate::ptr::Key;
 use crate::storage::{flag, marker_desc, NIL};
 use crate::{AnyPtr, Error, IntoParent, Ptr, Talloc};
 
@@ -33,7 +34,7 @@ impl Talloc {
         new_parent: impl IntoParent,
         p: Ptr<T>,
     ) -> Result<Ptr<T>, Error> {
-        self.steal_any(new_parent, p.erase())?;
+        self.steal_key(new_parent.into_parent(), p.key)?;
         Ok(p)
     }
 
@@ -47,9 +48,15 @@ impl Talloc {
     /// assert_eq!(heap.parent(x)?, Some(a.erase()));
     /// # Ok::<(), talloc::Error>(())
     /// ```
+    #[inline]
     pub fn steal_any(&mut self, new_parent: impl IntoParent, p: AnyPtr) -> Result<(), Error> {
-        let slot = self.slot(p.key)?;
-        let dest = self.parent_slot(new_parent.into_parent())?;
+        self.steal_key(new_parent.into_parent(), p.key)
+    }
+
+    /// The body of [`steal`](Talloc::steal), not generic.
+    fn steal_key(&mut self, new_parent: Option<AnyPtr>, key: Key) -> Result<(), Error> {
+        let slot = self.slot(key)?;
+        let dest = self.parent_slot(new_parent)?;
         if self.slots.node(slot).has(flag::FREEING) {
             return Err(Error::BeingFreed);
         }
@@ -90,7 +97,19 @@ impl Talloc {
 
     /// Relinks a live node under `dest` (NIL: top level), keeping memory
     /// limits right. No checks.
+    #[inline]
     pub(crate) fn move_to(&mut self, slot: u32, dest: u32) {
+        if self.limits == 0 {
+            self.unlink_node(slot);
+            self.link(dest, slot);
+            return;
+        }
+        self.move_to_limited(slot, dest);
+    }
+
+    /// [`move_to`](Self::move_to) while memory limits are set.
+    #[inline(never)]
+    fn move_to_limited(&mut self, slot: u32, dest: u32) {
         let old = self.slots.node(slot).parent;
         let bytes = if self.limits > 0 {
             self.charged_bytes(slot)
