@@ -1,0 +1,199 @@
+//! The error types: [`Error`], and [`AddFdError`], which hands the I/O
+//! object back.
+
+use std::fmt;
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+
+/// Why an operation of the loop did nothing.
+///
+/// Every operation that returns an `Error` left the context as it was, and
+/// the loop stays usable.
+///
+/// ```
+/// use std::time::Duration;
+/// use tevent::{Context, Error};
+/// let mut ev = Context::new()?;
+/// let t = ev.add_timer(None, Duration::from_secs(1), |_, _, _| {})?;
+/// ev.heap_mut().free(t.erase())?;
+/// assert_eq!(ev.update_timer(t, Duration::from_secs(2)), Err(Error::Stale));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The handle's event was freed (directly or with an ancestor).
+    Stale,
+    /// The handle belongs to another context.
+    ForeignContext,
+    /// A heap operation failed (a stale parent, a memory limit...).
+    Heap(talloc::Error),
+    /// `loop_once` was called from inside a callback of the same context
+    /// (tevent's rule E7). The call did nothing; the outer loop goes on.
+    Nested,
+    /// The fd is not valid (closed, or not something the backend can watch,
+    /// such as a regular file for epoll).
+    BadFd {
+        /// The fd number.
+        fd: RawFd,
+        /// What the system said.
+        errno: Errno,
+    },
+    /// The fd already has two events (a reader and a writer, C's epoll
+    /// limit); a third registration of the same fd is refused.
+    FdInUse {
+        /// The fd number.
+        fd: RawFd,
+    },
+    /// The signal number is out of range, cannot be caught (`SIGKILL`,
+    /// `SIGSTOP`) or is not supported (real-time signals).
+    InvalidSignal(i32),
+    /// Signal flags other than `SA_RESTART`, `SA_RESETHAND` and `SA_SIGINFO`.
+    InvalidSignalFlags,
+    /// Too many contexts of this process have signal handlers at once.
+    TooManySignalContexts,
+    /// No backend has this name (see [`Context::backends`](crate::Context::backends)).
+    UnknownBackend(String),
+    /// The timer is firing: its callback is running, and it is freed when the
+    /// callback returns (tevent's rule E8). Add a new timer instead.
+    TimerFiring,
+    /// The immediate has no handler to run again: schedule it with one.
+    NoHandler,
+    /// The request has already finished (done, failed, timed out...).
+    NotInProgress,
+    /// The queue is running: stop it before untriggering an entry.
+    QueueRunning,
+    /// A system call of the backend failed.
+    Os(Errno),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Stale => f.write_str("the event was freed"),
+            Error::ForeignContext => f.write_str("the handle belongs to another context"),
+            Error::Heap(e) => write!(f, "heap error: {e}"),
+            Error::Nested => f.write_str("nested loop_once refused"),
+            Error::BadFd { fd, errno } => write!(f, "fd {fd} cannot be watched: {errno}"),
+            Error::FdInUse { fd } => write!(f, "fd {fd} already has two events"),
+            Error::InvalidSignal(n) => write!(f, "signal {n} cannot be handled"),
+            Error::InvalidSignalFlags => {
+                f.write_str("only SA_RESTART, SA_RESETHAND and SA_SIGINFO are supported")
+            }
+            Error::TooManySignalContexts => {
+                f.write_str("too many contexts with signal handlers in this process")
+            }
+            Error::UnknownBackend(name) => write!(f, "no backend named {name:?}"),
+            Error::TimerFiring => f.write_str("the timer is firing and is freed afterwards"),
+            Error::NoHandler => f.write_str("the immediate has no handler"),
+            Error::NotInProgress => f.write_str("the request has already finished"),
+            Error::QueueRunning => f.write_str("the queue is running"),
+            Error::Os(e) => write!(f, "system call failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Heap(e) => Some(e),
+            Error::Os(e) | Error::BadFd { errno: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<talloc::Error> for Error {
+    fn from(e: talloc::Error) -> Error {
+        match e {
+            talloc::Error::Stale => Error::Stale,
+            talloc::Error::ForeignHeap => Error::ForeignContext,
+            e => Error::Heap(e),
+        }
+    }
+}
+
+/// A failed [`add_fd`](crate::Context::add_fd): the error, and the I/O
+/// object, handed back untouched.
+///
+/// ```
+/// use std::os::unix::net::UnixStream;
+/// use tevent::{Context, Error, FdFlags};
+/// let mut ev = Context::new()?;
+/// let gone = ev.heap_mut().new_context(None)?;
+/// ev.heap_mut().free(gone)?;
+/// let (a, _b) = UnixStream::pair()?;
+/// let err = ev.add_fd(gone, a, FdFlags::READ, |_, _, _| {}).unwrap_err();
+/// assert_eq!(err.error(), &Error::Stale);
+/// let a: UnixStream = err.into_io();          // still open
+/// # drop(a);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct AddFdError<F> {
+    error: Error,
+    io: F,
+}
+
+impl<F> AddFdError<F> {
+    pub(crate) fn new(error: Error, io: F) -> Self {
+        AddFdError { error, io }
+    }
+
+    /// Why the event was not added.
+    ///
+    /// See [`AddFdError`] for an example.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The I/O object, back to the caller.
+    ///
+    /// See [`AddFdError`] for an example.
+    pub fn into_io(self) -> F {
+        self.io
+    }
+
+    /// Both parts.
+    ///
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// # use tevent::{Context, FdFlags};
+    /// # let mut ev = Context::new()?;
+    /// # let gone = ev.heap_mut().new_context(None)?;
+    /// # ev.heap_mut().free(gone)?;
+    /// # let (a, _b) = UnixStream::pair()?;
+    /// let (error, io) = ev.add_fd(gone, a, FdFlags::READ, |_, _, _| {}).unwrap_err().into_parts();
+    /// # let _ = (error, io);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn into_parts(self) -> (Error, F) {
+        (self.error, self.io)
+    }
+}
+
+impl<F> fmt::Debug for AddFdError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddFdError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> fmt::Display for AddFdError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<F> std::error::Error for AddFdError<F> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<F> From<AddFdError<F>> for Error {
+    fn from(e: AddFdError<F>) -> Error {
+        e.error
+    }
+}

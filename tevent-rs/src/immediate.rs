@@ -1,0 +1,426 @@
+//! Immediates: callbacks run "as soon as possible", one per `loop_once`,
+//! strictly first in, first out (E5). An immediate is a reusable object: it
+//! is not freed after it runs (E8), and scheduling it again moves it to the
+//! tail of the queue.
+//!
+//! The queue is an intrusive doubly linked list through the registry's
+//! entries, so cancel and reschedule are O(1).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use talloc::{AnyPtr, IntoParent, Ptr};
+
+use crate::registry::Registry;
+use crate::slab::{Id, Slab};
+use crate::trace::{self, EventTrace, TracedEvent};
+use crate::{Context, Error};
+
+const NIL: u32 = u32::MAX;
+
+/// A handle to an immediate event: a child, in the context's heap, of the
+/// parent it was created under. Freeing it (or an ancestor) cancels it.
+///
+/// ```
+/// use std::{cell::Cell, rc::Rc};
+/// let mut ev = tevent::Context::new()?;
+/// let im = ev.create_immediate(None)?;
+/// let runs = Rc::new(Cell::new(0));
+/// let r = runs.clone();
+/// ev.schedule_immediate(im, move |ev, im| {
+///     r.set(r.get() + 1);
+///     if r.get() < 3 {
+///         ev.reschedule_immediate(im).unwrap();   // same handler, at the tail
+///     }
+/// })?;
+/// ev.loop_wait()?;
+/// assert_eq!(runs.get(), 3);
+/// assert!(ev.heap().contains(im.erase()));        // not freed after running
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Immediate {
+    ptr: Ptr<ImmNode>,
+    id: Id,
+}
+
+impl Immediate {
+    pub(crate) fn id(self) -> Id {
+        self.id
+    }
+
+    /// The type-erased heap handle, to free or steal the immediate.
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let im = ev.create_immediate(None)?;
+    /// ev.schedule_immediate(im, |_, _| unreachable!())?;
+    /// ev.heap_mut().free(im.erase())?;       // cancels it
+    /// assert!(!ev.has_events());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn erase(self) -> AnyPtr {
+        self.ptr.erase()
+    }
+}
+
+crate::handle_traits!(Immediate, "Immediate");
+
+/// The heap object of an immediate; dropping it cancels the immediate.
+pub(crate) struct ImmNode {
+    id: Id,
+    reg: Rc<RefCell<Registry>>,
+}
+
+impl Drop for ImmNode {
+    fn drop(&mut self) {
+        let (gone, traced) = {
+            let mut reg = self.reg.borrow_mut();
+            let queued = reg.imms.slab.get(self.id).is_some_and(|e| e.queued);
+            (reg.imms.remove(self.id), reg.tracing.events && queued)
+        };
+        if let (true, Some(ptr)) = (traced, gone.as_ref().and_then(|e| e.node)) {
+            let im = Immediate { ptr, id: self.id };
+            trace::event(&self.reg, TracedEvent::Immediate(im), EventTrace::Detach);
+        }
+        drop(gone);
+    }
+}
+
+/// A user immediate's handler.
+pub(crate) type ImmHandler = Box<dyn FnMut(&mut Context, Immediate)>;
+
+/// A one-shot closure without a heap object (from [`Remote`](crate::Remote)
+/// or the request and queue code); its entry goes once it ran.
+pub(crate) type OnceFn = Box<dyn FnOnce(&mut Context)>;
+
+/// What the head of the queue runs.
+pub(crate) enum Popped {
+    /// A user immediate's handler; it stays for the next schedule.
+    Handler(Immediate, ImmHandler),
+    Once(OnceFn),
+}
+
+pub(crate) struct ImmEntry {
+    node: Option<Ptr<ImmNode>>,
+    /// Taken out while it runs.
+    handler: Option<ImmHandler>,
+    once: Option<OnceFn>,
+    running: bool,
+    queued: bool,
+    prev: u32,
+    next: u32,
+}
+
+/// Every immediate of a context, and the FIFO queue of the scheduled ones.
+pub(crate) struct Immediates {
+    slab: Slab<ImmEntry>,
+    head: u32,
+    tail: u32,
+    queued: usize,
+}
+
+impl Default for Immediates {
+    fn default() -> Self {
+        Immediates {
+            slab: Slab::default(),
+            head: NIL,
+            tail: NIL,
+            queued: 0,
+        }
+    }
+}
+
+impl Immediates {
+    /// Number of immediates waiting to run.
+    #[inline]
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    #[inline]
+    fn unlink(&mut self, id: Id) {
+        let Some(e) = self.slab.get_mut(id) else {
+            return;
+        };
+        if !e.queued {
+            return;
+        }
+        e.queued = false;
+        let (prev, next) = (e.prev, e.next);
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.slab.at_mut(prev).next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.slab.at_mut(next).prev = prev;
+        }
+        self.queued -= 1;
+    }
+
+    /// Queues an immediate at the tail (moving it there if it was queued).
+    #[inline]
+    pub(crate) fn push_back(&mut self, id: Id) {
+        self.unlink(id);
+        let tail = self.tail;
+        let Some(e) = self.slab.get_mut(id) else {
+            return;
+        };
+        e.queued = true;
+        e.prev = tail;
+        e.next = NIL;
+        if tail == NIL {
+            self.head = id.idx;
+        } else {
+            self.slab.at_mut(tail).next = id.idx;
+        }
+        self.tail = id.idx;
+        self.queued += 1;
+    }
+
+    /// Takes an immediate out (its node is going).
+    pub(crate) fn remove(&mut self, id: Id) -> Option<ImmEntry> {
+        self.unlink(id);
+        self.slab.remove(id)
+    }
+
+    /// A one-shot closure, queued at the tail.
+    pub(crate) fn push_once(&mut self, f: Box<dyn FnOnce(&mut Context)>) {
+        let id = self.slab.insert(ImmEntry {
+            node: None,
+            handler: None,
+            once: Some(f),
+            running: false,
+            queued: false,
+            prev: NIL,
+            next: NIL,
+        });
+        self.push_back(id);
+    }
+
+    /// Dequeues the head and takes what it runs.
+    #[inline(always)]
+    pub(crate) fn pop_front(&mut self) -> Option<Popped> {
+        loop {
+            if self.head == NIL {
+                return None;
+            }
+            let id = self.slab.id_at(self.head);
+            self.unlink(id);
+            let e = self.slab.get_mut(id)?;
+            if let Some(f) = e.once.take() {
+                self.slab.remove(id);
+                return Some(Popped::Once(f));
+            }
+            // A handler missing (queued while it runs) cannot happen outside
+            // a nested loop, which is refused: skip it.
+            if let (Some(ptr), Some(f)) = (e.node, e.handler.take()) {
+                e.running = true;
+                return Some(Popped::Handler(Immediate { ptr, id }, f));
+            }
+        }
+    }
+
+    /// Gives a handler back after it ran, unless the immediate was freed or
+    /// got a new handler meanwhile (then the old one is returned, to be
+    /// dropped by the caller outside the registry).
+    #[inline]
+    pub(crate) fn restore(&mut self, id: Id, f: ImmHandler) -> Option<ImmHandler> {
+        match self.slab.get_mut(id) {
+            Some(e) => {
+                e.running = false;
+                if e.handler.is_none() {
+                    e.handler = Some(f);
+                    None
+                } else {
+                    Some(f)
+                }
+            }
+            None => Some(f),
+        }
+    }
+
+    /// Drops every one-shot closure still queued (the context is going).
+    pub(crate) fn take_all_once(&mut self) -> Vec<ImmEntry> {
+        let ids: Vec<Id> = self
+            .slab
+            .iter()
+            .filter(|(_, e)| e.node.is_none())
+            .map(|(id, _)| id)
+            .collect();
+        ids.into_iter().filter_map(|id| self.remove(id)).collect()
+    }
+}
+
+impl Context {
+    /// Creates an immediate, a child of `parent` in the heap, not yet
+    /// scheduled (`tevent_create_immediate`).
+    ///
+    /// ```
+    /// let mut ev = tevent::Context::new()?;
+    /// let im = ev.create_immediate(None)?;
+    /// assert!(!ev.immediate_is_scheduled(im)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_immediate(&mut self, parent: impl IntoParent) -> Result<Immediate, Error> {
+        let id = self.reg.borrow_mut().imms.slab.insert(ImmEntry {
+            node: None,
+            handler: None,
+            once: None,
+            running: false,
+            queued: false,
+            prev: NIL,
+            next: NIL,
+        });
+        let node = ImmNode {
+            id,
+            reg: self.reg.clone(),
+        };
+        let ptr = self.heap_mut().alloc_local(parent, node)?;
+        if let Some(e) = self.reg.borrow_mut().imms.slab.get_mut(id) {
+            e.node = Some(ptr);
+        }
+        Ok(Immediate { ptr, id })
+    }
+
+    /// Gives the immediate a handler and queues it at the tail
+    /// (`tevent_schedule_immediate`); if it was queued, it moves to the tail
+    /// and the old handler is dropped. The handler may schedule the
+    /// immediate again, with [`reschedule_immediate`](Context::reschedule_immediate)
+    /// (same handler) or with a new one.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// let mut ev = tevent::Context::new()?;
+    /// let log = Rc::new(RefCell::new(Vec::new()));
+    /// let (a, b) = (ev.create_immediate(None)?, ev.create_immediate(None)?);
+    /// for (im, name) in [(a, "a"), (b, "b")] {
+    ///     let log = log.clone();
+    ///     ev.schedule_immediate(im, move |_, _| log.borrow_mut().push(name))?;
+    /// }
+    /// ev.reschedule_immediate(a)?;          // a moves behind b
+    /// ev.loop_wait()?;
+    /// assert_eq!(*log.borrow(), ["b", "a"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn schedule_immediate<C>(&mut self, im: Immediate, cb: C) -> Result<(), Error>
+    where
+        C: FnMut(&mut Context, Immediate) + 'static,
+    {
+        let (old, was_queued) = {
+            let mut reg = self.reg.borrow_mut();
+            match reg.imms.slab.get_mut(im.id) {
+                Some(e) if e.node == Some(im.ptr) => {
+                    let old = e.handler.replace(Box::new(cb));
+                    let was_queued = e.queued;
+                    reg.imms.push_back(im.id);
+                    (old, was_queued)
+                }
+                _ => {
+                    drop(reg);
+                    return Err(self.stale(im.erase()));
+                }
+            }
+        };
+        drop(old);
+        self.trace_queued(im, was_queued);
+        Ok(())
+    }
+
+    /// Queues the immediate again with the handler it has, at the tail.
+    /// Inside its own handler this is C's "reschedule myself".
+    ///
+    /// [`Error::NoHandler`] if it was never scheduled.
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let im = ev.create_immediate(None)?;
+    /// assert_eq!(ev.reschedule_immediate(im), Err(tevent::Error::NoHandler));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reschedule_immediate(&mut self, im: Immediate) -> Result<(), Error> {
+        let mut reg = self.reg.borrow_mut();
+        let was_queued = match reg.imms.slab.get(im.id) {
+            Some(e) if e.node == Some(im.ptr) => {
+                if e.handler.is_none() && !e.running {
+                    return Err(Error::NoHandler);
+                }
+                let was_queued = e.queued;
+                reg.imms.push_back(im.id);
+                was_queued
+            }
+            _ => {
+                drop(reg);
+                return Err(self.stale(im.erase()));
+            }
+        };
+        drop(reg);
+        self.trace_queued(im, was_queued);
+        Ok(())
+    }
+
+    /// Takes the immediate off the queue; it keeps its handler, so
+    /// [`reschedule_immediate`](Context::reschedule_immediate) can queue it
+    /// again.
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let im = ev.create_immediate(None)?;
+    /// ev.schedule_immediate(im, |_, _| unreachable!())?;
+    /// ev.cancel_immediate(im)?;
+    /// assert!(!ev.has_events());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancel_immediate(&mut self, im: Immediate) -> Result<(), Error> {
+        let mut reg = self.reg.borrow_mut();
+        let was_queued = match reg.imms.slab.get(im.id) {
+            Some(e) if e.node == Some(im.ptr) => {
+                let q = e.queued;
+                reg.imms.unlink(im.id);
+                q
+            }
+            _ => {
+                drop(reg);
+                return Err(self.stale(im.erase()));
+            }
+        };
+        drop(reg);
+        if was_queued {
+            self.trace_event(TracedEvent::Immediate(im), EventTrace::Detach);
+        }
+        Ok(())
+    }
+
+    /// Trace points of a (re)schedule: a queued immediate leaves its place
+    /// first.
+    fn trace_queued(&self, im: Immediate, was_queued: bool) {
+        if was_queued {
+            self.trace_event(TracedEvent::Immediate(im), EventTrace::Detach);
+        }
+        self.trace_event(TracedEvent::Immediate(im), EventTrace::Attach);
+    }
+
+    /// Whether the immediate is queued.
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let im = ev.create_immediate(None)?;
+    /// ev.schedule_immediate(im, |_, _| {})?;
+    /// assert!(ev.immediate_is_scheduled(im)?);
+    /// ev.loop_once()?;
+    /// assert!(!ev.immediate_is_scheduled(im)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn immediate_is_scheduled(&self, im: Immediate) -> Result<bool, Error> {
+        let reg = self.reg.borrow();
+        match reg.imms.slab.get(im.id) {
+            Some(e) if e.node == Some(im.ptr) => Ok(e.queued),
+            _ => {
+                drop(reg);
+                Err(self.stale(im.erase()))
+            }
+        }
+    }
+}

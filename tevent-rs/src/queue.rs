@@ -1,0 +1,444 @@
+//! Queues of requests (`tevent_queue`): first in, first out; the request at
+//! the head is triggered (its trigger function runs, from an immediate)
+//! while the queue runs.
+//!
+//! Each queue entry is a heap child of its request, so freeing the request
+//! removes it; when the head goes, the next entry is triggered (E10). A
+//! stopped queue triggers nothing until it is started again.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::rc::Rc;
+
+use talloc::{AnyPtr, IntoParent, Ptr};
+
+use crate::registry::Registry;
+use crate::trace::{self, EventTrace, TracedEvent};
+use crate::{Context, Error, Req};
+
+type Trigger = Box<dyn FnMut(&mut Context)>;
+
+struct Slot {
+    key: u64,
+    entry: QueueEntry,
+    /// `None` while it runs, and for a pure blocker.
+    trigger: Option<Trigger>,
+    triggered: bool,
+}
+
+struct QueueState {
+    name: String,
+    running: bool,
+    alive: bool,
+    next_key: u64,
+    entries: VecDeque<Slot>,
+}
+
+type Shared = Rc<RefCell<QueueState>>;
+
+/// A handle to a named queue of requests, an object in the context's heap.
+///
+/// ```
+/// use std::{cell::RefCell, rc::Rc};
+/// use tevent::{Context, Req};
+/// let mut ev = Context::new()?;
+/// let q = ev.queue_create(None, "writes")?;
+/// let order = Rc::new(RefCell::new(Vec::new()));
+/// for n in 0..3 {
+///     let req: Req<u32> = ev.req_create(None, n)?;
+///     let order = order.clone();
+///     ev.queue_add(q, req, move |ev, req| {
+///         order.borrow_mut().push(ev.heap()[req.state()]);
+///         ev.free(req.erase()).unwrap();        // leaves the queue: the next one goes
+///     })?;
+/// }
+/// assert_eq!(ev.queue_length(q)?, 3);
+/// ev.loop_wait()?;
+/// assert_eq!(*order.borrow(), [0, 1, 2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Queue {
+    ptr: Ptr<QueueNode>,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Queue({:?})", self.ptr.erase())
+    }
+}
+
+impl Queue {
+    /// The type-erased heap handle of the queue.
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// ev.free(q.erase())?;
+    /// assert!(ev.queue_length(q).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn erase(self) -> AnyPtr {
+        self.ptr.erase()
+    }
+}
+
+/// A handle to one request's place in a queue: a heap child of the request.
+/// Freeing it (or the request) takes the request out of the queue.
+///
+/// ```
+/// # let mut ev = tevent::Context::new()?;
+/// let q = ev.queue_create(None, "q")?;
+/// let req: tevent::Req<()> = ev.req_create(None, ())?;
+/// let entry = ev.queue_add(q, req, |_, _| unreachable!())?;
+/// ev.free(entry.erase())?;
+/// assert_eq!(ev.queue_length(q)?, 0);
+/// # ev.loop_wait()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueueEntry {
+    ptr: Ptr<EntryNode>,
+}
+
+impl fmt::Debug for QueueEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "QueueEntry({:?})", self.ptr.erase())
+    }
+}
+
+impl QueueEntry {
+    /// The type-erased heap handle of the entry.
+    ///
+    /// See [`QueueEntry`] for an example.
+    pub fn erase(self) -> AnyPtr {
+        self.ptr.erase()
+    }
+}
+
+/// The heap object of a queue; dropping it empties the queue.
+struct QueueNode {
+    state: Shared,
+}
+
+impl Drop for QueueNode {
+    fn drop(&mut self) {
+        let entries = {
+            let mut s = self.state.borrow_mut();
+            s.alive = false;
+            s.running = false;
+            std::mem::take(&mut s.entries)
+        };
+        drop(entries);
+    }
+}
+
+/// The heap object of a queue entry; dropping it leaves the queue, and the
+/// next entry is triggered if this one was the head.
+struct EntryNode {
+    queue: Shared,
+    key: u64,
+    reg: Rc<RefCell<Registry>>,
+}
+
+impl EntryNode {
+    fn traced(&self) -> bool {
+        self.reg.borrow().tracing.events
+    }
+}
+
+impl Drop for EntryNode {
+    fn drop(&mut self) {
+        let (slot, kick) = {
+            let mut s = self.queue.borrow_mut();
+            match s.entries.iter().position(|e| e.key == self.key) {
+                Some(i) => {
+                    let slot = s.entries.remove(i);
+                    (slot, i == 0 && s.running && !s.entries.is_empty())
+                }
+                None => (None, false),
+            }
+        };
+        if let (Some(s), true) = (&slot, self.traced()) {
+            trace::event(
+                &self.reg,
+                TracedEvent::QueueEntry(s.entry),
+                EventTrace::Detach,
+            );
+        }
+        drop(slot);
+        if kick {
+            let q = self.queue.clone();
+            self.reg
+                .borrow_mut()
+                .imms
+                .push_once(Box::new(move |ev| trigger_head(ev, &q)));
+        }
+    }
+}
+
+/// Runs the head's trigger, if the queue runs and the head has not been
+/// triggered yet.
+fn trigger_head(ev: &mut Context, q: &Shared) {
+    let (key, entry, f) = {
+        let mut s = q.borrow_mut();
+        if !s.alive || !s.running {
+            return;
+        }
+        let Some(head) = s.entries.front_mut() else {
+            return;
+        };
+        if head.triggered {
+            return;
+        }
+        head.triggered = true;
+        (head.key, head.entry, head.trigger.take())
+    };
+    let Some(mut f) = f else { return };
+    ev.trace_event(TracedEvent::QueueEntry(entry), EventTrace::BeforeHandler);
+    f(ev);
+    let mut s = q.borrow_mut();
+    if let Some(slot) = s.entries.iter_mut().find(|e| e.key == key) {
+        if slot.trigger.is_none() {
+            slot.trigger = Some(f);
+        }
+    }
+}
+
+impl Context {
+    fn queue_state(&self, q: Queue) -> Result<Shared, Error> {
+        Ok(self.heap.get(q.ptr)?.state.clone())
+    }
+
+    /// Schedules a look at the queue's head.
+    fn queue_kick(&mut self, q: Shared) {
+        self.reg
+            .borrow_mut()
+            .imms
+            .push_once(Box::new(move |ev| trigger_head(ev, &q)));
+    }
+
+    /// Creates a running, empty queue named `name` under `parent`
+    /// (`tevent_queue_create`).
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "smb2 requests")?;
+    /// assert_eq!(ev.queue_name(q)?, "smb2 requests");
+    /// assert!(ev.queue_running(q)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn queue_create(&mut self, parent: impl IntoParent, name: &str) -> Result<Queue, Error> {
+        let state = Rc::new(RefCell::new(QueueState {
+            name: name.to_string(),
+            running: true,
+            alive: true,
+            next_key: 0,
+            entries: VecDeque::new(),
+        }));
+        let ptr = self.heap.alloc_local(parent, QueueNode { state })?;
+        Ok(Queue { ptr })
+    }
+
+    fn queue_add_slot<S: 'static, E: 'static>(
+        &mut self,
+        q: Queue,
+        req: Req<S, E>,
+        trigger: Option<Trigger>,
+    ) -> Result<QueueEntry, Error> {
+        let state = self.queue_state(q)?;
+        let key = {
+            let mut s = state.borrow_mut();
+            s.next_key += 1;
+            s.next_key
+        };
+        let node = EntryNode {
+            queue: state.clone(),
+            key,
+            reg: self.reg.clone(),
+        };
+        // Allocated first: on failure the node drops before its slot exists.
+        let ptr = self.heap.alloc_local(req.erase(), node)?;
+        let entry = QueueEntry { ptr };
+        let head = {
+            let mut s = state.borrow_mut();
+            s.entries.push_back(Slot {
+                key,
+                entry,
+                trigger,
+                triggered: false,
+            });
+            s.entries.len() == 1 && s.running
+        };
+        self.trace_event(TracedEvent::QueueEntry(entry), EventTrace::Attach);
+        if head {
+            self.queue_kick(state);
+        }
+        Ok(entry)
+    }
+
+    /// Adds a request at the tail of the queue (`tevent_queue_add_entry`).
+    /// When it reaches the head of a running queue, `trigger` runs from an
+    /// immediate with the request; the request keeps the head until it is
+    /// freed (or the entry is). The entry is a heap child of the request.
+    ///
+    /// See [`Queue`] for an example.
+    pub fn queue_add<S: 'static, E: 'static>(
+        &mut self,
+        q: Queue,
+        req: Req<S, E>,
+        mut trigger: impl FnMut(&mut Context, Req<S, E>) + 'static,
+    ) -> Result<QueueEntry, Error> {
+        self.queue_add_slot(q, req, Some(Box::new(move |ev| trigger(ev, req))))
+    }
+
+    /// Adds a request with no trigger: a pure blocker, which holds the
+    /// queue while it is at the head (C's `NULL` trigger).
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// let blocker: tevent::Req<()> = ev.req_create(None, ())?;
+    /// ev.queue_add_blocker(q, blocker)?;
+    /// let waiter = ev.queue_wait_send(None, q)?;
+    /// ev.loop_once()?;
+    /// assert!(ev.req_is_in_progress(waiter)?);    // blocked
+    /// ev.free(blocker.erase())?;
+    /// ev.req_poll(waiter)?;                       // now it reaches the head
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn queue_add_blocker<S: 'static, E: 'static>(
+        &mut self,
+        q: Queue,
+        req: Req<S, E>,
+    ) -> Result<QueueEntry, Error> {
+        self.queue_add_slot(q, req, None)
+    }
+
+    /// Starts the queue (`tevent_queue_start`): the head is triggered, if it
+    /// was not.
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// ev.queue_stop(q)?;
+    /// let w = ev.queue_wait_send(None, q)?;
+    /// ev.loop_once()?;
+    /// assert!(ev.req_is_in_progress(w)?);
+    /// ev.queue_start(q)?;
+    /// ev.req_poll(w)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn queue_start(&mut self, q: Queue) -> Result<(), Error> {
+        let state = self.queue_state(q)?;
+        let kick = {
+            let mut s = state.borrow_mut();
+            s.running = true;
+            !s.entries.is_empty()
+        };
+        if kick {
+            self.queue_kick(state);
+        }
+        Ok(())
+    }
+
+    /// Stops the queue (`tevent_queue_stop`): nothing more is triggered.
+    ///
+    /// See [`queue_start`](Context::queue_start) for an example.
+    pub fn queue_stop(&mut self, q: Queue) -> Result<(), Error> {
+        self.queue_state(q)?.borrow_mut().running = false;
+        Ok(())
+    }
+
+    /// Whether the queue runs (`tevent_queue_running`).
+    ///
+    /// See [`queue_create`](Context::queue_create) for an example.
+    pub fn queue_running(&self, q: Queue) -> Result<bool, Error> {
+        Ok(self.queue_state(q)?.borrow().running)
+    }
+
+    /// The number of entries (`tevent_queue_length`).
+    ///
+    /// See [`Queue`] for an example.
+    pub fn queue_length(&self, q: Queue) -> Result<usize, Error> {
+        Ok(self.queue_state(q)?.borrow().entries.len())
+    }
+
+    /// The queue's name.
+    ///
+    /// See [`queue_create`](Context::queue_create) for an example.
+    pub fn queue_name(&self, q: Queue) -> Result<String, Error> {
+        Ok(self.queue_state(q)?.borrow().name.clone())
+    }
+
+    /// Re-arms a triggered entry (`tevent_queue_entry_untrigger`), so that
+    /// its trigger runs again when the queue starts. The queue must be
+    /// stopped ([`Error::QueueRunning`]; C aborts).
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// let req: tevent::Req<()> = ev.req_create(None, ())?;
+    /// let runs = Rc::new(Cell::new(0));
+    /// let r = runs.clone();
+    /// let e = ev.queue_add(q, req, move |_, _| r.set(r.get() + 1))?;
+    /// ev.loop_once()?;
+    /// assert_eq!(ev.queue_entry_untrigger(e), Err(tevent::Error::QueueRunning));
+    /// ev.queue_stop(q)?;
+    /// ev.queue_entry_untrigger(e)?;
+    /// ev.queue_start(q)?;
+    /// ev.loop_once()?;
+    /// assert_eq!(runs.get(), 2);
+    /// # ev.free(req.erase())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn queue_entry_untrigger(&mut self, entry: QueueEntry) -> Result<(), Error> {
+        let node = self.heap.get(entry.ptr)?;
+        let mut s = node.queue.borrow_mut();
+        if s.running {
+            return Err(Error::QueueRunning);
+        }
+        if let Some(slot) = s.entries.iter_mut().find(|e| e.key == node.key) {
+            slot.triggered = false;
+        }
+        Ok(())
+    }
+
+    /// Whether the entry's trigger has run (it is, or was, at the head).
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// let req: tevent::Req<()> = ev.req_create(None, ())?;
+    /// let e = ev.queue_add_blocker(q, req)?;
+    /// assert!(!ev.queue_entry_triggered(e)?);
+    /// ev.loop_once()?;
+    /// assert!(ev.queue_entry_triggered(e)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn queue_entry_triggered(&self, entry: QueueEntry) -> Result<bool, Error> {
+        let node = self.heap.get(entry.ptr)?;
+        let s = node.queue.borrow();
+        Ok(s.entries
+            .iter()
+            .find(|e| e.key == node.key)
+            .is_some_and(|e| e.triggered))
+    }
+
+    /// A request that finishes when it reaches the head of the queue
+    /// (`tevent_queue_wait_send`); free it to let the queue go on.
+    ///
+    /// See [`queue_add_blocker`](Context::queue_add_blocker) for an example.
+    pub fn queue_wait_send(&mut self, parent: impl IntoParent, q: Queue) -> Result<Req<()>, Error> {
+        let req: Req<()> = self.req_create(parent, ())?;
+        if let Err(e) = self.queue_add(q, req, |ev, req| {
+            let _ = ev.req_done(req);
+        }) {
+            let _ = self.heap.free(req.erase());
+            return Err(e);
+        }
+        Ok(req)
+    }
+}

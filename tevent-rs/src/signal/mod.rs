@@ -1,0 +1,503 @@
+//! Signal events: a callback when the process receives a signal, run by the
+//! loop (never inside the signal handler).
+//!
+//! The signal handler only counts and wakes the loop through a self-pipe
+//! (see `process.rs`); each `loop_once` first runs every pending signal
+//! (E4 step 1): signal numbers in ascending order, the handlers of one
+//! signal newest first. A plain handler gets the deliveries since its last
+//! call coalesced into one `count`; an `SA_SIGINFO` handler gets one call
+//! per delivery, with its `siginfo` (E5). An `SA_RESETHAND` handler is
+//! freed after its first call. The first handler of a signal in the
+//! process installs the action, the last one restores the action found
+//! before.
+
+mod os;
+mod process;
+
+use std::cell::RefCell;
+use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
+
+use nix::sys::signal::{SaFlags, Signal};
+use talloc::{AnyPtr, IntoParent, Ptr};
+
+use crate::backend::Internal;
+use crate::registry::Registry;
+use crate::slab::{Id, Slab};
+use crate::trace::{self, EventTrace, TracedEvent};
+use crate::{Context, Error};
+
+pub(crate) use process::drain;
+use process::CATCHABLE;
+
+/// The number of signal numbers (`tevent_num_signals`): valid numbers are
+/// below it. Only the standard signals 1 to 31 can have handlers.
+///
+/// ```
+/// assert_eq!(tevent::num_signals(), 65);
+/// ```
+pub fn num_signals() -> i32 {
+    65
+}
+
+/// How many `siginfo` records are kept per signal between two dispatches
+/// (`tevent_sa_info_queue_count`); older ones are delivered without info.
+///
+/// ```
+/// assert_eq!(tevent::sa_info_queue_count(), 256);
+/// ```
+pub fn sa_info_queue_count() -> usize {
+    process::RING as usize
+}
+
+/// A signal number: an `i32` or a nix [`Signal`].
+///
+/// ```
+/// use tevent::{Signal, SignalNumber};
+/// assert_eq!(Signal::SIGUSR1.signum(), 10);
+/// assert_eq!(10.signum(), 10);
+/// ```
+pub trait SignalNumber {
+    /// The number.
+    fn signum(self) -> i32;
+}
+
+impl SignalNumber for i32 {
+    fn signum(self) -> i32 {
+        self
+    }
+}
+
+impl SignalNumber for Signal {
+    fn signum(self) -> i32 {
+        self as i32
+    }
+}
+
+/// What the kernel told about one delivery (`siginfo_t`), for handlers
+/// added with `SA_SIGINFO`.
+///
+/// ```
+/// let info = tevent::SigInfo { signo: 10, code: 0, errno: 0, pid: 1, uid: 0, status: 0, value: 0 };
+/// assert_eq!(info.pid, 1);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SigInfo {
+    /// The signal number.
+    pub signo: i32,
+    /// How it was sent (`si_code`: `SI_USER`, `SI_QUEUE`...).
+    pub code: i32,
+    /// `si_errno`.
+    pub errno: i32,
+    /// The sender's process id (for signals sent by a process).
+    pub pid: i32,
+    /// The sender's real user id.
+    pub uid: u32,
+    /// The exit status or signal (for `SIGCHLD`).
+    pub status: i32,
+    /// The value sent with `sigqueue` (`si_value`, as an integer).
+    pub value: usize,
+}
+
+/// One call of a signal handler.
+///
+/// ```
+/// use tevent::{Delivery, Signal};
+/// let d = Delivery { signal: Signal::SIGUSR1, count: 2, info: None };
+/// assert_eq!(d.count, 2);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The signal.
+    pub signal: Signal,
+    /// How many deliveries this call stands for: for a plain handler, all
+    /// since its last call; for an `SA_SIGINFO` handler 1, or more when
+    /// records were lost (then `info` is `None`).
+    pub count: u64,
+    /// The delivery's `siginfo`, for `SA_SIGINFO` handlers.
+    pub info: Option<SigInfo>,
+}
+
+/// A handle to a signal event: a child, in the context's heap, of the
+/// parent it was added under. Freeing it removes the handler; the last
+/// handler of a signal in the process restores the signal's old action.
+///
+/// ```no_run
+/// use tevent::{Context, SaFlags, Signal};
+/// let mut ev = Context::new()?;
+/// ev.add_signal(None, Signal::SIGTERM, SaFlags::SA_RESTART, |ev, _, d| {
+///     println!("terminating after {} SIGTERM(s)", d.count);
+/// })?;
+/// ev.loop_wait()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SignalEvent {
+    ptr: Ptr<SignalNode>,
+    id: Id,
+}
+
+impl SignalEvent {
+    /// The type-erased heap handle, to free or steal the event.
+    ///
+    /// ```
+    /// # use tevent::{SaFlags, Signal};
+    /// # let mut ev = tevent::Context::new()?;
+    /// let se = ev.add_signal(None, Signal::SIGWINCH, SaFlags::empty(), |_, _, _| {})?;
+    /// ev.heap_mut().free(se.erase())?;       // SIGWINCH's old action is back
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn erase(self) -> AnyPtr {
+        self.ptr.erase()
+    }
+}
+
+crate::handle_traits!(SignalEvent, "SignalEvent");
+
+type SignalCallback = Box<dyn FnMut(&mut Context, SignalEvent, Delivery)>;
+
+/// The heap object of a signal event.
+pub(crate) struct SignalNode {
+    id: Id,
+    reg: Rc<RefCell<Registry>>,
+}
+
+impl Drop for SignalNode {
+    fn drop(&mut self) {
+        let (gone, traced) = {
+            let mut reg = self.reg.borrow_mut();
+            (reg.remove_signal(self.id), reg.tracing.events)
+        };
+        if let (true, Some(ptr)) = (traced, gone.as_ref().and_then(|e| e.node)) {
+            let se = SignalEvent { ptr, id: self.id };
+            trace::event(&self.reg, TracedEvent::Signal(se), EventTrace::Detach);
+        }
+        drop(gone);
+    }
+}
+
+pub(crate) struct SigEntry {
+    node: Option<Ptr<SignalNode>>,
+    signal: Signal,
+    flags: SaFlags,
+    cb: Option<SignalCallback>,
+}
+
+/// A context's signal handlers and how far it has read each signal.
+#[derive(Default)]
+pub(crate) struct Signals {
+    slab: Slab<SigEntry>,
+    /// Handlers per signal, oldest first.
+    by_signal: [Vec<Id>; CATCHABLE],
+    seen: [u64; CATCHABLE],
+    info_pos: [u64; CATCHABLE],
+    last_gen: u64,
+    wake: Option<(usize, &'static OwnedFd)>,
+}
+
+impl Signals {
+    /// Number of signal events.
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// Whether a delivery happened since the last pass (perhaps of a signal
+    /// this context has no handler for).
+    #[inline]
+    pub(crate) fn pending(&self) -> bool {
+        self.slab.len() > 0 && process::generation() != self.last_gen
+    }
+
+    /// The read end of the context's self-pipe, while it has handlers.
+    pub(crate) fn wake_fd(&self) -> Option<&'static OwnedFd> {
+        self.wake.map(|(_, fd)| fd)
+    }
+}
+
+impl Registry {
+    fn add_signal_entry(&mut self, signal: Signal, flags: SaFlags) -> Result<Id, Error> {
+        let sig = signal as usize;
+        let fresh_wake = self.sigs.wake.is_none();
+        if fresh_wake {
+            let (slot, rd) = process::acquire_wake()?;
+            if let Err(e) = self.backend.add_internal(Internal::Signals, rd.as_fd()) {
+                process::release_wake(slot);
+                return Err(e);
+            }
+            self.sigs.wake = Some((slot, rd));
+            self.sigs.last_gen = process::generation();
+        }
+        if let Err(e) = process::install(signal, flags) {
+            if fresh_wake {
+                self.release_signal_wake();
+            }
+            return Err(e);
+        }
+        let (slot, _) = self.sigs.wake.expect("acquired above");
+        if self.sigs.by_signal[sig].is_empty() {
+            self.sigs.seen[sig] = process::received(sig);
+            self.sigs.info_pos[sig] = process::written(sig);
+            process::set_interest(slot, sig, true);
+        }
+        let id = self.sigs.slab.insert(SigEntry {
+            node: None,
+            signal,
+            flags,
+            cb: None,
+        });
+        self.sigs.by_signal[sig].push(id);
+        Ok(id)
+    }
+
+    fn release_signal_wake(&mut self) {
+        if let Some((slot, rd)) = self.sigs.wake.take() {
+            self.backend.remove_internal(rd.as_fd());
+            process::release_wake(slot);
+        }
+    }
+
+    /// Takes a handler out; the last one of the context gives its wake slot
+    /// back.
+    pub(crate) fn remove_signal(&mut self, id: Id) -> Option<SigEntry> {
+        let e = self.sigs.slab.remove(id)?;
+        let sig = e.signal as usize;
+        self.sigs.by_signal[sig].retain(|x| *x != id);
+        process::uninstall(e.signal);
+        if self.sigs.by_signal[sig].is_empty() {
+            if let Some((slot, _)) = self.sigs.wake {
+                process::set_interest(slot, sig, false);
+            }
+        }
+        if self.sigs.slab.len() == 0 {
+            self.release_signal_wake();
+        }
+        Some(e)
+    }
+}
+
+/// The work one signal pass found for one signal.
+struct Pending {
+    signal: Signal,
+    count: u64,
+    infos: Vec<SigInfo>,
+    lost: u64,
+    handlers: Vec<Id>,
+}
+
+impl Context {
+    /// Adds a handler for a signal (`tevent_add_signal`), a child of `parent`
+    /// in the heap. `flags` may hold `SA_RESTART`, `SA_RESETHAND` (the
+    /// handler is freed after its first call) and `SA_SIGINFO` (one call per
+    /// delivery, with its [`SigInfo`]). The action installed for the signal
+    /// uses the `SA_RESTART`/`SA_RESETHAND` flags of the process's first
+    /// handler, as in C.
+    ///
+    /// Numbers outside 1 to 31, `SIGKILL` and `SIGSTOP` give
+    /// [`Error::InvalidSignal`].
+    ///
+    /// ```
+    /// use tevent::{Context, Error, SaFlags, Signal};
+    /// let mut ev = Context::new()?;
+    /// assert_eq!(ev.add_signal(None, 99, SaFlags::empty(), |_, _, _| {}).unwrap_err(),
+    ///            Error::InvalidSignal(99));
+    /// let se = ev.add_signal(None, Signal::SIGUSR2, SaFlags::SA_RESTART, |_, _, d| {
+    ///     assert_eq!(d.signal, Signal::SIGUSR2);
+    /// })?;
+    /// # ev.heap_mut().free(se.erase())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_signal<C>(
+        &mut self,
+        parent: impl IntoParent,
+        signum: impl SignalNumber,
+        flags: SaFlags,
+        cb: C,
+    ) -> Result<SignalEvent, Error>
+    where
+        C: FnMut(&mut Context, SignalEvent, Delivery) + 'static,
+    {
+        let n = signum.signum();
+        let signal = match Signal::try_from(n) {
+            Ok(s) if (n as usize) < CATCHABLE && s != Signal::SIGKILL && s != Signal::SIGSTOP => s,
+            _ => return Err(Error::InvalidSignal(n)),
+        };
+        let allowed = SaFlags::SA_RESTART | SaFlags::SA_RESETHAND | SaFlags::SA_SIGINFO;
+        if !allowed.contains(flags) {
+            return Err(Error::InvalidSignalFlags);
+        }
+        let parent = parent.into_parent();
+        if let Some(p) = parent {
+            if !self.heap().contains(p) {
+                self.heap().parent(p)?;
+            }
+        }
+        let id = self.reg.borrow_mut().add_signal_entry(signal, flags)?;
+        let node = SignalNode {
+            id,
+            reg: self.reg.clone(),
+        };
+        let ptr = self.heap_mut().alloc_local(parent, node)?;
+        if let Some(e) = self.reg.borrow_mut().sigs.slab.get_mut(id) {
+            e.node = Some(ptr);
+            e.cb = Some(Box::new(cb));
+        }
+        let se = SignalEvent { ptr, id };
+        self.trace_event(TracedEvent::Signal(se), EventTrace::Attach);
+        Ok(se)
+    }
+
+    /// The signal a signal event handles.
+    ///
+    /// ```
+    /// # use tevent::{SaFlags, Signal};
+    /// # let mut ev = tevent::Context::new()?;
+    /// let se = ev.add_signal(None, Signal::SIGWINCH, SaFlags::empty(), |_, _, _| {})?;
+    /// assert_eq!(ev.signal_of(se)?, Signal::SIGWINCH);
+    /// # ev.free(se.erase())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn signal_of(&self, se: SignalEvent) -> Result<Signal, Error> {
+        let reg = self.reg.borrow();
+        match reg.sigs.slab.get(se.id) {
+            Some(e) if e.node == Some(se.ptr) => Ok(e.signal),
+            _ => {
+                drop(reg);
+                Err(self.stale(se.erase()))
+            }
+        }
+    }
+
+    /// E4 step 1: runs every pending signal. Whether there was one.
+    pub(crate) fn run_signals(&mut self) -> bool {
+        let work = {
+            let mut reg = self.reg.borrow_mut();
+            let sigs = &mut reg.sigs;
+            let gen = process::generation();
+            if sigs.slab.len() == 0 || gen == sigs.last_gen {
+                return false;
+            }
+            sigs.last_gen = gen;
+            if let Some((_, rd)) = sigs.wake {
+                process::drain(rd);
+            }
+            let mut work = Vec::new();
+            for sig in 1..CATCHABLE {
+                if sigs.by_signal[sig].is_empty() {
+                    continue;
+                }
+                let received = process::received(sig);
+                let written = process::written(sig);
+                let (from, count) = (sigs.info_pos[sig], received - sigs.seen[sig]);
+                if count == 0 && written == from {
+                    continue;
+                }
+                sigs.seen[sig] = received;
+                sigs.info_pos[sig] = written;
+                let mut infos = Vec::new();
+                let mut lost = 0;
+                for n in from..written {
+                    match process::info(sig, n) {
+                        Some(i) => infos.push(i),
+                        None => lost += 1,
+                    }
+                }
+                let Some(first) = sigs.by_signal[sig].first() else {
+                    continue;
+                };
+                let signal = sigs.slab.get(*first).map(|e| e.signal);
+                work.push(Pending {
+                    signal: signal.expect("listed handlers are live"),
+                    count,
+                    infos,
+                    lost,
+                    handlers: sigs.by_signal[sig].iter().rev().copied().collect(),
+                });
+            }
+            work
+        };
+        if work.is_empty() {
+            return false;
+        }
+        let me = self.id;
+        for p in &work {
+            for id in &p.handlers {
+                if !self.deliver(*id, p) || self.id != me {
+                    return true;
+                }
+            }
+        }
+        true
+    }
+
+    /// Hands one signal's pending deliveries to one handler. False if the
+    /// context was replaced under us.
+    fn deliver(&mut self, id: Id, p: &Pending) -> bool {
+        let me = self.id;
+        let taken = {
+            let mut reg = self.reg.borrow_mut();
+            reg.sigs
+                .slab
+                .get_mut(id)
+                .and_then(|e| Some((e.cb.take()?, e.node?, e.flags)))
+        };
+        let Some((mut cb, node, flags)) = taken else {
+            return true;
+        };
+        let handle = SignalEvent { ptr: node, id };
+        let mut calls = Vec::new();
+        if flags.contains(SaFlags::SA_SIGINFO) {
+            calls.extend(p.infos.iter().map(|i| Delivery {
+                signal: p.signal,
+                count: 1,
+                info: Some(*i),
+            }));
+            if p.lost > 0 {
+                calls.push(Delivery {
+                    signal: p.signal,
+                    count: p.lost,
+                    info: None,
+                });
+            }
+        } else if p.count > 0 {
+            calls.push(Delivery {
+                signal: p.signal,
+                count: p.count,
+                info: None,
+            });
+        }
+        let mut panic = None;
+        for d in calls {
+            self.trace_event(TracedEvent::Signal(handle), EventTrace::BeforeHandler);
+            match self.call(|ev| cb(ev, handle, d)) {
+                Ok(()) => {}
+                Err(e) => {
+                    panic = Some(e);
+                    break;
+                }
+            }
+            if self.id != me || self.reg.borrow().sigs.slab.get(id).is_none() {
+                break;
+            }
+        }
+        if self.id != me {
+            return false;
+        }
+        let back = {
+            let mut reg = self.reg.borrow_mut();
+            match reg.sigs.slab.get_mut(id) {
+                Some(e) if e.cb.is_none() => {
+                    e.cb = Some(cb);
+                    None
+                }
+                _ => Some(cb),
+            }
+        };
+        drop(back);
+        if flags.contains(SaFlags::SA_RESETHAND) {
+            let _ = self.heap_mut().free(node);
+        }
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
+        }
+        true
+    }
+}

@@ -1,0 +1,195 @@
+//! A generational slab: the registry's storage for event entries.
+//!
+//! An [`Id`] names one entry by index and generation; once the entry is
+//! removed, the generation of its slot moves on and the old `Id` finds
+//! nothing. A slot whose generation would wrap is retired, never reused.
+
+/// The name of one slab entry.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Id {
+    pub(crate) idx: u32,
+    pub(crate) gen: u32,
+}
+
+struct Slot<T> {
+    gen: u32,
+    val: Option<T>,
+}
+
+/// Entries per chunk. Storage grows a chunk at a time, so it never copies
+/// the entries it has (and small chunks come back to the allocator's free
+/// lists, not to the system, when a context goes).
+const SHIFT: u32 = 9;
+const CHUNK: usize = 1 << SHIFT;
+const MASK: u32 = CHUNK as u32 - 1;
+
+/// Entries of one kind, each named by an [`Id`].
+pub(crate) struct Slab<T> {
+    chunks: Vec<Box<[Slot<T>]>>,
+    /// Slots handed out so far (live, free or retired).
+    used: u32,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            chunks: Vec::new(),
+            used: 0,
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    #[inline]
+    fn slot(&self, idx: u32) -> Option<&Slot<T>> {
+        self.chunks
+            .get((idx >> SHIFT) as usize)
+            .map(|c| &c[(idx & MASK) as usize])
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, idx: u32) -> Option<&mut Slot<T>> {
+        self.chunks
+            .get_mut((idx >> SHIFT) as usize)
+            .map(|c| &mut c[(idx & MASK) as usize])
+    }
+
+    /// The id the next [`insert`](Slab::insert) will return.
+    #[inline]
+    pub(crate) fn vacant_id(&self) -> Id {
+        match self.free.last() {
+            Some(&idx) => self.id_at(idx),
+            None => Id {
+                idx: self.used,
+                gen: 0,
+            },
+        }
+    }
+
+    /// Stores a value.
+    pub(crate) fn insert(&mut self, val: T) -> Id {
+        self.len += 1;
+        if let Some(idx) = self.free.pop() {
+            let slot = self.slot_mut(idx).expect("free slots exist");
+            slot.val = Some(val);
+            return Id { idx, gen: slot.gen };
+        }
+        let idx = self.used;
+        assert!(idx < u32::MAX, "fewer than 2^32 events");
+        if idx as usize % CHUNK == 0 {
+            self.chunks
+                .push((0..CHUNK).map(|_| Slot { gen: 0, val: None }).collect());
+        }
+        self.used += 1;
+        let slot = self.slot_mut(idx).expect("just made");
+        slot.val = Some(val);
+        Id { idx, gen: 0 }
+    }
+
+    /// The entry, if the id is current.
+    #[inline]
+    pub(crate) fn get(&self, id: Id) -> Option<&T> {
+        match self.slot(id.idx) {
+            Some(s) if s.gen == id.gen => s.val.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The entry, mutably, if the id is current.
+    #[inline]
+    pub(crate) fn get_mut(&mut self, id: Id) -> Option<&mut T> {
+        match self.slot_mut(id.idx) {
+            Some(s) if s.gen == id.gen => s.val.as_mut(),
+            _ => None,
+        }
+    }
+
+    /// The entry at an index, whatever its generation (for intrusive lists,
+    /// which only hold live indices).
+    #[inline]
+    pub(crate) fn at_mut(&mut self, idx: u32) -> &mut T {
+        self.slot_mut(idx)
+            .and_then(|s| s.val.as_mut())
+            .expect("intrusive lists hold live entries only")
+    }
+
+    /// The current id of a live index.
+    #[inline]
+    pub(crate) fn id_at(&self, idx: u32) -> Id {
+        Id {
+            idx,
+            gen: self.slot(idx).map_or(0, |s| s.gen),
+        }
+    }
+
+    /// Takes an entry out; its id (and every copy) goes stale.
+    pub(crate) fn remove(&mut self, id: Id) -> Option<T> {
+        let slot = self.slot_mut(id.idx)?;
+        if slot.gen != id.gen {
+            return None;
+        }
+        let val = slot.val.take()?;
+        let retire = slot.gen == u32::MAX;
+        slot.gen = slot.gen.wrapping_add(1);
+        self.len -= 1;
+        if !retire {
+            self.free.push(id.idx);
+        }
+        Some(val)
+    }
+
+    /// Number of live entries.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every live entry with its id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Id, &T)> {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk.iter().enumerate().filter_map(move |(i, s)| {
+                s.val.as_ref().map(|v| {
+                    (
+                        Id {
+                            idx: ((c << SHIFT) + i) as u32,
+                            gen: s.gen,
+                        },
+                        v,
+                    )
+                })
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_ids_find_nothing() {
+        let mut s = Slab::default();
+        let a = s.insert(1);
+        assert_eq!(s.remove(a), Some(1));
+        let b = s.insert(2);
+        assert_eq!(a.idx, b.idx);
+        assert_eq!(s.get(a), None);
+        assert_eq!(s.get(b), Some(&2));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn wrapped_slots_are_retired() {
+        let mut s: Slab<u8> = Slab::default();
+        let a = s.insert(1);
+        s.slot_mut(0).unwrap().gen = u32::MAX;
+        let a = Id { gen: u32::MAX, ..a };
+        s.remove(a);
+        let b = s.insert(2);
+        assert_ne!(b.idx, a.idx);
+    }
+}

@@ -1,0 +1,479 @@
+//! Timers: one-shot callbacks at a deadline, freed after they fire (E8).
+//!
+//! Pending timers are ordered by (deadline, insertion sequence), so equal
+//! deadlines fire in the order they were set (E5). They sit in two places:
+//! a run of timers added in deadline order (a deque: O(1) to add at its end
+//! and to take from its front, the common case of "now + a constant"), and
+//! a binary heap for the others (O(log n)); the next timer is the earlier
+//! of the two fronts. A freed or rescheduled timer leaves a dead item
+//! behind; dead items are skipped when they reach a front, and both are
+//! rebuilt once dead items outnumber live ones.
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use talloc::{AnyPtr, IntoParent};
+
+use crate::registry::Registry;
+use crate::slab::{Id, Slab};
+use crate::trace::{self, EventTrace, TracedEvent};
+use crate::{Context, Error};
+
+/// Fires a timer: takes the callback out of its node (where it lives
+/// inline, with no allocation of its own) and calls it. One function per
+/// callback type.
+pub(crate) type FireFn = fn(&mut Context, TimerEvent, Instant);
+
+/// A handle to a timer event: a child, in the context's heap, of the parent
+/// it was added under.
+///
+/// Freeing it (or any ancestor) before it fires cancels it. After it fires,
+/// it is freed with its subtree once the callback returns (C's rule E8);
+/// its handle then reads [`Error::Stale`].
+///
+/// ```
+/// use std::time::Duration;
+/// let mut ev = tevent::Context::new()?;
+/// let t = ev.add_timer(None, Duration::ZERO, |_, _, _| println!("fired"))?;
+/// ev.loop_once()?;
+/// assert!(!ev.heap().contains(t.erase()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TimerEvent {
+    ptr: AnyPtr,
+    id: Id,
+}
+
+impl TimerEvent {
+    /// The type-erased heap handle, to free or steal the timer (and to
+    /// allocate children under it).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let mut ev = tevent::Context::new()?;
+    /// let owner = ev.heap_mut().new_context(None)?;
+    /// let t = ev.add_timer(None, Duration::from_secs(60), |_, _, _| {})?;
+    /// ev.heap_mut().steal_any(owner, t.erase())?;
+    /// ev.heap_mut().free(owner)?;            // cancels the timer
+    /// assert!(!ev.has_events());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn erase(self) -> AnyPtr {
+        self.ptr
+    }
+}
+
+crate::handle_traits!(TimerEvent, "TimerEvent");
+
+/// The heap object of a timer, holding its callback; dropping it takes the
+/// timer off the loop.
+pub(crate) struct TimerNode<C> {
+    id: Id,
+    reg: Rc<RefCell<Registry>>,
+    cb: Option<C>,
+}
+
+impl<C> Drop for TimerNode<C> {
+    fn drop(&mut self) {
+        let (gone, traced) = {
+            let mut reg = self.reg.borrow_mut();
+            (reg.timers.remove(self.id), reg.tracing.events)
+        };
+        if let (true, Some(ptr)) = (traced, gone.and_then(|e| e.node)) {
+            let t = TimerEvent { ptr, id: self.id };
+            trace::event(&self.reg, TracedEvent::Timer(t), EventTrace::Detach);
+        }
+    }
+}
+
+/// When a timer fires: an absolute [`Instant`], or a [`Duration`] from now.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use tevent::When;
+/// let now = Instant::now();
+/// assert_eq!(When::from(now).deadline(now), now);
+/// assert_eq!(When::from(Duration::from_secs(1)).deadline(now), now + Duration::from_secs(1));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// At this instant (C's absolute `struct timeval`).
+    At(Instant),
+    /// This long after the call (C's `tevent_timeval_current_ofs`).
+    After(Duration),
+}
+
+impl When {
+    /// The deadline, taking `now` as the present.
+    ///
+    /// See [`When`] for an example.
+    pub fn deadline(self, now: Instant) -> Instant {
+        match self {
+            When::At(t) => t,
+            When::After(d) => now
+                .checked_add(d)
+                .unwrap_or(now + Duration::from_secs(1 << 40)),
+        }
+    }
+}
+
+impl From<Instant> for When {
+    fn from(t: Instant) -> When {
+        When::At(t)
+    }
+}
+
+impl From<Duration> for When {
+    fn from(d: Duration) -> When {
+        When::After(d)
+    }
+}
+
+pub(crate) struct TimerEntry {
+    node: Option<AnyPtr>,
+    deadline: Instant,
+    /// The sequence number of its live queue item; 0 when not queued.
+    seq: u64,
+    fire: FireFn,
+    /// Its callback runs (it is freed once it returns).
+    firing: bool,
+}
+
+/// One queued timer; the heap is a max-heap, so the order is reversed.
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct Item {
+    key: i64,
+    seq: u64,
+    id: Id,
+}
+
+impl Ord for Item {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key.cmp(&self.key).then(other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for Item {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Item {
+    fn before(&self, other: &Item) -> bool {
+        (self.key, self.seq) < (other.key, other.seq)
+    }
+}
+
+/// Every timer of a context.
+pub(crate) struct Timers {
+    slab: Slab<TimerEntry>,
+    /// Items in (deadline, sequence) order.
+    run: VecDeque<Item>,
+    heap: BinaryHeap<Item>,
+    next_seq: u64,
+    queued: usize,
+    base: Instant,
+}
+
+impl Timers {
+    pub(crate) fn new(base: Instant) -> Timers {
+        Timers {
+            slab: Slab::default(),
+            run: VecDeque::new(),
+            heap: BinaryHeap::new(),
+            next_seq: 1,
+            queued: 0,
+            base,
+        }
+    }
+
+    /// The heap key of an instant: signed nanoseconds from the base
+    /// (saturating, some 292 years either way).
+    #[inline]
+    fn key(&self, t: Instant) -> i64 {
+        fn nanos(d: Duration) -> i64 {
+            i64::try_from(d.as_secs())
+                .ok()
+                .and_then(|s| s.checked_mul(1_000_000_000))
+                .and_then(|n| n.checked_add(i64::from(d.subsec_nanos())))
+                .unwrap_or(i64::MAX)
+        }
+        match t.checked_duration_since(self.base) {
+            Some(d) => nanos(d),
+            None => -nanos(self.base.duration_since(t)),
+        }
+    }
+
+    /// Number of timers waiting to fire.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// (Re)queues a timer at a deadline, behind every timer already queued
+    /// for the same deadline.
+    fn schedule(&mut self, id: Id, deadline: Instant) {
+        let key = self.key(deadline);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let Some(e) = self.slab.get_mut(id) else {
+            return;
+        };
+        if e.seq == 0 {
+            self.queued += 1;
+        }
+        e.seq = seq;
+        e.deadline = deadline;
+        let item = Item { key, seq, id };
+        match self.run.back() {
+            Some(last) if last.key > key => self.heap.push(item),
+            _ => self.run.push_back(item),
+        }
+        self.compact();
+    }
+
+    /// Takes a timer out (its node is going).
+    pub(crate) fn remove(&mut self, id: Id) -> Option<TimerEntry> {
+        let e = self.slab.remove(id)?;
+        if e.seq != 0 {
+            self.queued -= 1;
+            self.compact();
+        }
+        Some(e)
+    }
+
+    /// Rebuilds the run and the heap when dead items outnumber live ones,
+    /// so that cancelled timers cannot pile up.
+    fn compact(&mut self) {
+        let items = self.run.len() + self.heap.len();
+        if items > 64 && items > 2 * self.queued {
+            let slab = &self.slab;
+            let live = |it: &Item| slab.get(it.id).is_some_and(|e| e.seq == it.seq);
+            self.run.retain(live);
+            self.heap.retain(live);
+        }
+    }
+
+    fn live(&self, it: &Item) -> bool {
+        self.slab.get(it.id).is_some_and(|e| e.seq == it.seq)
+    }
+
+    /// Drops dead items from both fronts; whether the next timer is at the
+    /// front of the run (else the heap), if there is one.
+    fn front(&mut self) -> Option<bool> {
+        while let Some(it) = self.run.front() {
+            if self.live(it) {
+                break;
+            }
+            self.run.pop_front();
+        }
+        while let Some(it) = self.heap.peek() {
+            if self.live(it) {
+                break;
+            }
+            self.heap.pop();
+        }
+        match (self.run.front(), self.heap.peek()) {
+            (None, None) => None,
+            (Some(_), None) => Some(true),
+            (None, Some(_)) => Some(false),
+            (Some(r), Some(h)) => Some(r.before(h)),
+        }
+    }
+
+    /// The next timer: whether it is at the front of the run (else of the
+    /// heap), and its deadline.
+    #[inline]
+    pub(crate) fn first(&mut self) -> Option<(bool, Instant)> {
+        let in_run = self.front()?;
+        let it = if in_run {
+            self.run.front()
+        } else {
+            self.heap.peek()
+        }?;
+        self.slab.get(it.id).map(|e| (in_run, e.deadline))
+    }
+
+    /// Dequeues the timer [`first`](Timers::first) just returned, for
+    /// firing.
+    #[inline]
+    pub(crate) fn take_first(&mut self, in_run: bool) -> Option<(FireFn, TimerEvent, Instant)> {
+        let item = if in_run {
+            self.run.pop_front()
+        } else {
+            self.heap.pop()
+        }?;
+        let e = self.slab.get_mut(item.id)?;
+        e.seq = 0;
+        e.firing = true;
+        self.queued -= 1;
+        Some((
+            e.fire,
+            TimerEvent {
+                ptr: e.node?,
+                id: item.id,
+            },
+            e.deadline,
+        ))
+    }
+}
+
+/// The [`FireFn`] of callback type `C`.
+fn fire<C>(ev: &mut Context, timer: TimerEvent, deadline: Instant)
+where
+    C: FnOnce(&mut Context, TimerEvent, Instant) + 'static,
+{
+    let cb = ev
+        .heap
+        .downcast::<TimerNode<C>>(timer.ptr)
+        .ok()
+        .and_then(|p| ev.heap.get_mut(p).ok())
+        .and_then(|n| n.cb.take());
+    if let Some(cb) = cb {
+        cb(ev, timer, deadline);
+    }
+}
+
+impl Context {
+    /// Adds a one-shot timer, a child of `parent` in the heap (`None`: top
+    /// level), that fires at `when`: an [`Instant`], or a [`Duration`] from
+    /// now. The callback gets the context, the timer's handle and the
+    /// deadline it was set for (not the current time).
+    ///
+    /// Timers with equal deadlines fire in the order they were added. A
+    /// timer is freed, with its subtree, after its callback returns
+    /// (C's rule E8).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use std::{cell::RefCell, rc::Rc};
+    /// let mut ev = tevent::Context::new()?;
+    /// let order = Rc::new(RefCell::new(Vec::new()));
+    /// let at = Instant::now();
+    /// for n in 0..3 {
+    ///     let order = order.clone();
+    ///     ev.add_timer(None, at, move |_, _, deadline| {
+    ///         assert_eq!(deadline, at);
+    ///         order.borrow_mut().push(n);
+    ///     })?;
+    /// }
+    /// ev.loop_wait()?;
+    /// assert_eq!(*order.borrow(), [0, 1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_timer<C>(
+        &mut self,
+        parent: impl IntoParent,
+        when: impl Into<When>,
+        cb: C,
+    ) -> Result<TimerEvent, Error>
+    where
+        C: FnOnce(&mut Context, TimerEvent, Instant) + 'static,
+    {
+        let deadline = self.deadline(when.into());
+        // The node takes the id its entry will get; if the allocation
+        // fails, the node is dropped before the entry exists.
+        let id = self.reg.borrow().timers.slab.vacant_id();
+        let node = TimerNode {
+            id,
+            reg: self.reg.clone(),
+            cb: Some(cb),
+        };
+        let ptr = self.heap_mut().alloc_local(parent, node)?.erase();
+        let mut reg = self.reg.borrow_mut();
+        let got = reg.timers.slab.insert(TimerEntry {
+            node: Some(ptr),
+            deadline,
+            seq: 0,
+            fire: fire::<C>,
+            firing: false,
+        });
+        debug_assert_eq!(got, id);
+        reg.timers.schedule(id, deadline);
+        drop(reg);
+        let t = TimerEvent { ptr, id };
+        self.trace_event(TracedEvent::Timer(t), EventTrace::Attach);
+        Ok(t)
+    }
+
+    /// Moves a pending timer to a new deadline (`tevent_update_timer`); it
+    /// goes behind the timers already set for that deadline.
+    ///
+    /// A timer whose callback is running gives [`Error::TimerFiring`]: it is
+    /// freed when the callback returns.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let mut ev = tevent::Context::new()?;
+    /// let t = ev.add_timer(None, Duration::from_secs(3600), |_, _, _| {})?;
+    /// let soon = Instant::now();
+    /// ev.update_timer(t, soon)?;
+    /// assert_eq!(ev.timer_deadline(t)?, soon);
+    /// ev.loop_once()?;                    // fires now, not in an hour
+    /// assert!(!ev.has_events());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn update_timer(&mut self, timer: TimerEvent, when: impl Into<When>) -> Result<(), Error> {
+        let deadline = self.deadline(when.into());
+        let mut reg = self.reg.borrow_mut();
+        match reg.timers.slab.get(timer.id) {
+            Some(e) if e.node == Some(timer.ptr) => {
+                if e.firing {
+                    return Err(Error::TimerFiring);
+                }
+            }
+            _ => {
+                drop(reg);
+                return Err(self.stale(timer.erase()));
+            }
+        }
+        reg.timers.schedule(timer.id, deadline);
+        Ok(())
+    }
+
+    /// The deadline a timer is set for.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// # let mut ev = tevent::Context::new()?;
+    /// let at = Instant::now();
+    /// let t = ev.add_timer(None, at, |_, _, _| {})?;
+    /// assert_eq!(ev.timer_deadline(t)?, at);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timer_deadline(&self, timer: TimerEvent) -> Result<Instant, Error> {
+        let reg = self.reg.borrow();
+        match reg.timers.slab.get(timer.id) {
+            Some(e) if e.node == Some(timer.ptr) => Ok(e.deadline),
+            _ => {
+                drop(reg);
+                Err(self.stale(timer.erase()))
+            }
+        }
+    }
+
+    /// The absolute deadline of `when`, reading the clock for a relative one.
+    fn deadline(&mut self, when: When) -> Instant {
+        match when {
+            When::At(t) => t,
+            When::After(d) => {
+                let now = Instant::now();
+                self.now = now;
+                When::After(d).deadline(now)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for TimerEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimerEntry")
+            .field("deadline", &self.deadline)
+            .field("queued", &(self.seq != 0))
+            .finish()
+    }
+}

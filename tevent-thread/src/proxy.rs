@@ -1,0 +1,328 @@
+//! [`ThreadProxy`]: send a subtree and a handler to another thread's loop.
+
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use talloc::{AnyPtr, DetachError, IntoParent, Parcel, Ptr, Talloc};
+use tevent::{Context, Immediate, Remote};
+
+use crate::SendError;
+
+/// What the destination and every sender share.
+struct Shared {
+    remote: Remote,
+    /// Cleared when the proxy object is freed on the destination.
+    open: AtomicBool,
+}
+
+/// The proxy's object in the destination heap: freeing it (or an ancestor,
+/// or the whole context) closes the proxy.
+struct ProxyNode {
+    shared: Arc<Shared>,
+}
+
+impl Drop for ProxyNode {
+    fn drop(&mut self) {
+        self.shared.open.store(false, Ordering::Release);
+    }
+}
+
+/// A thread proxy (`tevent_thread_proxy_create`): the destination side, an
+/// object in the destination loop's heap, child of the parent it was created
+/// under. Other threads reach it through [`ProxySender`]s.
+///
+/// Freeing the proxy object stops delivery: messages already queued and not
+/// yet delivered are then freed on the destination (their handlers do not
+/// run), and later sends fail with [`SendError::Gone`], data handed back.
+///
+/// ```
+/// use tevent::Context;
+/// use tevent_thread::{SendError, ThreadProxy};
+/// let mut ev = Context::new()?;
+/// let proxy = ThreadProxy::new(&mut ev, None)?;
+/// let sender = proxy.sender(&ev)?;
+/// ev.free(proxy.erase())?;                     // closes the proxy
+/// let mut heap = talloc::Talloc::new();
+/// let data = heap.strdup(None, "x")?;
+/// match sender.send(&mut heap, data, |_, _| ()) {
+///     Err(SendError::Gone { data: back }) => assert_eq!(&heap[back], "x"),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ThreadProxy(Ptr<ProxyNode>);
+
+impl fmt::Debug for ThreadProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ThreadProxy({:?})", self.0.erase())
+    }
+}
+
+impl ThreadProxy {
+    /// Creates a proxy on the destination loop `ev`, a child of `parent` in
+    /// its heap (`None`: top level).
+    ///
+    /// ```
+    /// let mut ev = tevent::Context::new()?;
+    /// let owner = ev.heap_mut().new_context(None)?;
+    /// let proxy = tevent_thread::ThreadProxy::new(&mut ev, owner)?;
+    /// assert_eq!(ev.heap().parent(proxy.erase())?, Some(owner.erase()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(ev: &mut Context, parent: impl IntoParent) -> Result<ThreadProxy, tevent::Error> {
+        let shared = Arc::new(Shared {
+            remote: ev.remote()?,
+            open: AtomicBool::new(true),
+        });
+        let node = ev.heap_mut().alloc_local(parent, ProxyNode { shared })?;
+        ev.heap_mut().set_name_const(node, "tevent_thread_proxy")?;
+        Ok(ThreadProxy(node))
+    }
+
+    /// A handle for other threads (`Send + Sync`, cheap to clone).
+    ///
+    /// ```
+    /// let mut ev = tevent::Context::new()?;
+    /// let proxy = tevent_thread::ThreadProxy::new(&mut ev, None)?;
+    /// let sender = proxy.sender(&ev)?;
+    /// std::thread::spawn(move || assert!(sender.is_open())).join().unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sender(self, ev: &Context) -> Result<ProxySender, tevent::Error> {
+        let node = ev.heap().get(self.0)?;
+        Ok(ProxySender {
+            shared: node.shared.clone(),
+            node: self.0,
+        })
+    }
+
+    /// The proxy object's handle, to free or steal it through the heap.
+    pub fn erase(self) -> AnyPtr {
+        self.0.erase()
+    }
+}
+
+/// The sending side of a [`ThreadProxy`]: `Send + Sync`, cheap to clone.
+#[derive(Clone)]
+pub struct ProxySender {
+    shared: Arc<Shared>,
+    /// The proxy object in the destination heap: a letter checks it there.
+    node: Ptr<ProxyNode>,
+}
+
+impl fmt::Debug for ProxySender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxySender")
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
+impl ProxySender {
+    /// Whether the proxy and its loop are still there (a send may still find
+    /// them gone a moment later).
+    ///
+    /// ```
+    /// let mut ev = tevent::Context::new()?;
+    /// let sender = tevent_thread::ThreadProxy::new(&mut ev, None)?.sender(&ev)?;
+    /// assert!(sender.is_open());
+    /// drop(ev);
+    /// assert!(!sender.is_open());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_open(&self) -> bool {
+        self.shared.open.load(Ordering::Acquire) && self.shared.remote.is_alive()
+    }
+
+    /// Moves the subtree of `data` out of `heap` and runs `handler` with it
+    /// on the destination loop, as an immediate (`tevent_thread_proxy_schedule`).
+    ///
+    /// Before anything moves, the whole subtree is checked against the
+    /// transfer rules of [`Talloc::detach`]; a refusal is
+    /// [`SendError::Refused`] naming the first offending object, and the
+    /// subtree stays exactly where it was. On success every handle into the
+    /// subtree is stale in `heap`.
+    ///
+    /// On the destination the data is attached under a fresh delivery
+    /// context; unless the handler steals it elsewhere, it is freed right
+    /// after the handler, as in C. Messages from one sender arrive in the
+    /// order they were sent (C's proxy reverses the order within a batch).
+    ///
+    /// ```
+    /// use tevent::Context;
+    /// use tevent_thread::ThreadProxy;
+    /// let mut ev = Context::new()?;
+    /// let inbox = ev.heap_mut().new_context(None)?;
+    /// let sender = ThreadProxy::new(&mut ev, None)?.sender(&ev)?;
+    /// std::thread::spawn(move || {
+    ///     let mut heap = talloc::Talloc::new();
+    ///     let job = heap.memdup(None, &[1u32, 2, 3]).unwrap();
+    ///     sender.send(&mut heap, job, move |ev, job| {
+    ///         ev.heap_mut().steal(inbox, job).unwrap(); // keep it
+    ///     }).unwrap();
+    /// }).join().unwrap();
+    /// ev.loop_once()?;
+    /// let job = ev.heap().children(inbox)?.next().unwrap();
+    /// let job = ev.heap().downcast::<[u32]>(job)?;
+    /// assert_eq!(&ev.heap()[job], &[1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send<T, H>(
+        &self,
+        heap: &mut Talloc,
+        data: Ptr<T>,
+        handler: H,
+    ) -> Result<(), SendError<T>>
+    where
+        T: ?Sized + 'static,
+        H: FnOnce(&mut Context, Ptr<T>) + Send + 'static,
+    {
+        let home = heap.parent(data).map_err(|e| SendError::Handle(e.into()))?;
+        if !self.shared.open.load(Ordering::Acquire) {
+            return Err(SendError::Gone { data });
+        }
+        let parcel = match heap.detach(data) {
+            Ok(p) => p,
+            Err(DetachError::Refused(e)) => return Err(SendError::Refused(e)),
+            Err(DetachError::Handle(e)) => return Err(SendError::Handle(e.into())),
+        };
+        // The parcel rides in a shared slot so that, if the loop vanishes
+        // before the closure is queued, the sender can take it back.
+        let slot = Arc::new(Mutex::new(Some(parcel)));
+        let letter = Letter {
+            slot: slot.clone(),
+            node: self.node,
+            handler: Some(handler),
+        };
+        match self.shared.remote.schedule(move |ev| letter.deliver(ev)) {
+            Ok(()) => Ok(()),
+            Err(back) => {
+                // Take the parcel before the letter (inside `back`) drops.
+                let parcel = slot.lock().take().expect("the letter was never delivered");
+                drop(back);
+                // Put the subtree back where it was (its old parent is alive:
+                // only this thread could have freed it).
+                let data = match heap.attach(home, parcel) {
+                    Ok(d) => d,
+                    Err(e) => heap
+                        .attach(None, e.parcel)
+                        .expect("the top level always accepts"),
+                };
+                Err(SendError::Gone { data })
+            }
+        }
+    }
+
+    /// C's calling convention: the sender's immediate and private data both
+    /// leave the sender's loop. `im` (an unscheduled immediate of `ev`) is
+    /// freed there; on the destination the handler gets a fresh immediate
+    /// and the data, both under the delivery context (freed after the
+    /// handler unless stolen).
+    ///
+    /// ```
+    /// use tevent::Context;
+    /// use tevent_thread::ThreadProxy;
+    /// let mut dest = Context::new()?;
+    /// let sender = ThreadProxy::new(&mut dest, None)?.sender(&dest)?;
+    /// std::thread::spawn(move || {
+    ///     let mut ev = Context::new().unwrap();
+    ///     let im = ev.create_immediate(None).unwrap();
+    ///     let msg = ev.heap_mut().strdup(None, "ping").unwrap();
+    ///     sender.schedule(&mut ev, im, msg, |ev, _im, msg| {
+    ///         assert_eq!(&ev.heap()[msg], "ping");
+    ///     }).unwrap();
+    ///     assert!(!ev.heap().contains(im.erase()));
+    /// }).join().unwrap();
+    /// dest.loop_once()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn schedule<T, H>(
+        &self,
+        ev: &mut Context,
+        im: Immediate,
+        data: Ptr<T>,
+        handler: H,
+    ) -> Result<(), SendError<T>>
+    where
+        T: ?Sized + 'static,
+        H: FnOnce(&mut Context, Immediate, Ptr<T>) + Send + 'static,
+    {
+        match ev.immediate_is_scheduled(im) {
+            Ok(false) => {}
+            Ok(true) => return Err(SendError::Handle(tevent::Error::NoHandler)),
+            Err(e) => return Err(SendError::Handle(e)),
+        }
+        self.send(ev.heap_mut(), data, move |ev, data| {
+            let parent = ev.heap().parent(data).ok().flatten();
+            if let Ok(im) = ev.create_immediate(parent) {
+                handler(ev, im, data);
+            }
+        })?;
+        // The immediate is the sender's handle on this message: it goes.
+        let _ = ev.free(im.erase());
+        Ok(())
+    }
+}
+
+/// The delivery context's type (its name in reports).
+struct Delivery;
+
+/// One message on its way: the parcel, and the handler to run with it.
+struct Letter<T: ?Sized, H> {
+    slot: Arc<Mutex<Option<Parcel<T>>>>,
+    node: Ptr<ProxyNode>,
+    handler: Option<H>,
+}
+
+impl<T: ?Sized, H> Drop for Letter<T, H> {
+    /// A letter dropped undelivered (its loop went away with it queued):
+    /// the data goes here, on the destination's thread, not on whichever
+    /// thread happens to drop the last handle to the slot (a sender still
+    /// inside `send`).
+    fn drop(&mut self) {
+        let parcel = self.slot.lock().take();
+        drop(parcel);
+    }
+}
+
+impl<T, H> Letter<T, H>
+where
+    T: ?Sized + 'static,
+    H: FnOnce(&mut Context, Ptr<T>),
+{
+    /// Runs on the destination loop.
+    fn deliver(mut self, ev: &mut Context) {
+        let Some(parcel) = self.slot.lock().take() else {
+            return;
+        };
+        if !ev.heap().contains(self.node) {
+            // The proxy was freed: undelivered data is freed here.
+            drop(parcel);
+            return;
+        }
+        let heap = ev.heap_mut();
+        let Ok(delivery) = heap.alloc(None, Delivery) else {
+            return;
+        };
+        let data = match heap.attach(delivery, parcel) {
+            Ok(d) => d,
+            Err(_) => {
+                let _ = heap.free(delivery);
+                return;
+            }
+        };
+        let Some(handler) = self.handler.take() else {
+            return;
+        };
+        let result = panic::catch_unwind(AssertUnwindSafe(|| handler(ev, data)));
+        // Whatever the handler did not steal goes now, even if it panicked.
+        let _ = ev.heap_mut().free(delivery);
+        if let Err(p) = result {
+            panic::resume_unwind(p);
+        }
+    }
+}
