@@ -42,6 +42,12 @@ pub mod book {
         pub mod threads {}
     }
 
+    /// The tevent tutorial.
+    pub mod tevent {
+        #[doc = include_str!("../docs/src/tevent/threads.md")]
+        pub mod threads {}
+    }
+
     #[doc = include_str!("../docs/src/property-testing.md")]
     pub mod property_testing {}
     #[doc = include_str!("../docs/src/porting.md")]

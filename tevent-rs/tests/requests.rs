@@ -102,8 +102,8 @@ fn post_and_defer(b: &str) {
 fn endtime(b: &str) {
     let mut ev = ctx(b);
     let req: Req<()> = ev.req_create(None, ()).unwrap();
-    ev.req_set_endtime(req, Duration::from_millis(5)).unwrap();
     let t0 = Instant::now();
+    ev.req_set_endtime(req, Duration::from_millis(5)).unwrap();
     ev.req_poll(req).unwrap();
     assert!(t0.elapsed() >= Duration::from_millis(5));
     assert_eq!(ev.req_recv(req), Err(ReqError::TimedOut));
