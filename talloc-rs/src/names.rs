@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Mutex, OnceLock};
 
 use crate::heap::Name;
-use crate::storage::{flag, Kind, Object, NIL};
+use crate::storage::{flag, Object, NIL};
 use crate::{AnyPtr, Error, Ptr, Talloc};
 
 /// The name of a reference handle, as C prints it.
@@ -65,13 +65,7 @@ impl Talloc {
 
     /// The text of a live string node.
     fn str_value(&self, slot: u32) -> Option<&str> {
-        let n = self.slots.node(slot);
-        if n.desc.kind != Kind::Str {
-            return None;
-        }
-        // SAFETY-free: `bytes` is the NUL-terminated UTF-8 of a string node.
-        let bytes = self.slots.bytes(slot);
-        std::str::from_utf8(&bytes[..bytes.len().saturating_sub(1)]).ok()
+        self.slots.str_text(slot)
     }
 
     /// Sets a static name (`talloc_set_name_const`): nothing is allocated.

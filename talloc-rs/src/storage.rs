@@ -69,13 +69,11 @@ impl TypeDesc {
 pub trait Object: private::Sealed + 'static {
     #[doc(hidden)]
     fn desc() -> &'static TypeDesc;
-    /// Builds a reference to the object stored at `data` with `len` elements.
-    ///
-    /// # Safety
-    /// `data` must point to `len` initialised elements laid out as `desc`
-    /// says, valid and unaliased for `'a`.
+    /// The (possibly wide) pointer to the object stored at `data` with `len`
+    /// elements. Making it creates no reference: the caller decides between
+    /// `&` and `&mut` according to how it got `data`.
     #[doc(hidden)]
-    unsafe fn from_raw<'a>(data: *mut u8, len: u32) -> &'a mut Self;
+    fn from_raw(data: *mut u8, len: u32) -> *mut Self;
 }
 
 mod private {
@@ -143,9 +141,8 @@ impl<T: 'static> Object for T {
     fn desc() -> &'static TypeDesc {
         &DescOf::<T>::VALUE
     }
-    unsafe fn from_raw<'a>(data: *mut u8, _len: u32) -> &'a mut T {
-        // SAFETY: the caller guarantees an initialised `T` at `data`.
-        unsafe { &mut *data.cast::<T>() }
+    fn from_raw(data: *mut u8, _len: u32) -> *mut T {
+        data.cast::<T>()
     }
 }
 
@@ -153,9 +150,8 @@ impl<T: 'static> Object for [T] {
     fn desc() -> &'static TypeDesc {
         &DescOf::<T>::SLICE
     }
-    unsafe fn from_raw<'a>(data: *mut u8, len: u32) -> &'a mut [T] {
-        // SAFETY: the caller guarantees `len` initialised `T`s at `data`.
-        unsafe { &mut *ptr::slice_from_raw_parts_mut(data.cast::<T>(), len as usize) }
+    fn from_raw(data: *mut u8, len: u32) -> *mut [T] {
+        ptr::slice_from_raw_parts_mut(data.cast::<T>(), len as usize)
     }
 }
 
@@ -163,13 +159,10 @@ impl Object for str {
     fn desc() -> &'static TypeDesc {
         &STR_DESC
     }
-    unsafe fn from_raw<'a>(data: *mut u8, len: u32) -> &'a mut str {
-        // SAFETY: strings are stored as valid UTF-8 followed by one NUL byte
-        // (`len` counts it), written only through `str` methods.
-        unsafe {
-            let bytes = &mut *ptr::slice_from_raw_parts_mut(data, len as usize - 1);
-            std::str::from_utf8_unchecked_mut(bytes)
-        }
+    /// Strings are stored as UTF-8 followed by one NUL byte, which `len`
+    /// counts and the `str` leaves out.
+    fn from_raw(data: *mut u8, len: u32) -> *mut str {
+        ptr::slice_from_raw_parts_mut(data, len as usize - 1) as *mut str
     }
 }
 
@@ -294,11 +287,23 @@ impl Node {
         }
     }
 
+    /// Where the value is, for reading (and for freeing: raw use only).
     #[inline]
     fn data(&self) -> *mut u8 {
         if self.has(flag::INLINE) {
             // Taking the address of a union field reads no bytes.
             ptr::addr_of!(self.payload.inline) as *mut u8
+        } else {
+            // SAFETY: a live non-inline node always stores `out` (invariant 1).
+            unsafe { self.payload.out.ptr.as_ptr() }
+        }
+    }
+
+    /// Where the value is, derived from a unique borrow (for writing).
+    #[inline]
+    fn data_mut(&mut self) -> *mut u8 {
+        if self.has(flag::INLINE) {
+            ptr::addr_of_mut!(self.payload.inline).cast::<u8>()
         } else {
             // SAFETY: a live non-inline node always stores `out` (invariant 1).
             unsafe { self.payload.out.ptr.as_ptr() }
@@ -591,7 +596,7 @@ impl Slots {
                 match pool {
                     None if size <= INLINE_BYTES => {
                         let slot = self.claim(desc, flags);
-                        let data = self.node(slot).data();
+                        let data = self.node_mut(slot).data_mut();
                         return Ok((slot, data));
                     }
                     Some(region) if size <= u32::MAX as usize => {
@@ -651,7 +656,7 @@ impl Slots {
         let lay = layout(desc, len)?;
         if lay.size() <= INLINE_BYTES && lay.align() <= 8 && pool.is_none() {
             let slot = self.claim(desc, flags);
-            let data = self.node(slot).data();
+            let data = self.node_mut(slot).data_mut();
             return Ok((slot, data));
         }
         if let Some(region) = pool {
@@ -675,7 +680,7 @@ impl Slots {
                 // Did not fit in the pool: an ordinary inline value, as C
                 // falls back to malloc.
                 let slot = self.claim(desc, flags);
-                let data = self.node(slot).data();
+                let data = self.node_mut(slot).data_mut();
                 return Ok((slot, data));
             }
         }
@@ -933,23 +938,23 @@ impl Slots {
     /// # Safety
     /// As for [`Slots::value`].
     pub(crate) unsafe fn value_mut<T: Object + ?Sized>(&mut self, slot: u32) -> &mut T {
-        let n = self.node(slot);
-        // SAFETY: per the caller, the node holds a `T`; `&mut self` makes the
-        // reference unique.
-        unsafe { T::from_raw(n.data(), n.len) }
+        let n = self.node_mut(slot);
+        let len = n.len;
+        // SAFETY: per the caller, the node holds a `T`; the pointer comes
+        // from `&mut self`, which makes the reference unique.
+        unsafe { &mut *T::from_raw(n.data_mut(), len) }
     }
 
-    /// The raw bytes of a live node's value (for reports and copies).
-    pub(crate) fn bytes(&self, slot: u32) -> &[u8] {
+    /// The text of a live string node (without its NUL), or `None` for any
+    /// other kind of node.
+    pub(crate) fn str_text(&self, slot: u32) -> Option<&str> {
         let n = self.node(slot);
-        let size = n.own_size();
-        if size == 0 || n.has(flag::POOL) && n.desc.elem_size == 0 {
-            return &[];
+        if n.desc.kind != Kind::Str {
+            return None;
         }
-        // SAFETY: a live node has `size` initialised bytes at `data()`
-        // (invariant 1), borrowed with `&self`. Only called for types without
-        // padding-sensitive reads: callers use it on `str` and byte slices.
-        unsafe { std::slice::from_raw_parts(n.data(), size) }
+        // SAFETY: string nodes hold valid UTF-8 plus a NUL (invariant 1 and
+        // `Object for str`), borrowed with `&self`.
+        Some(unsafe { &*<str as Object>::from_raw(n.data(), n.len) })
     }
 
     /// Resizes a live slice or string node to `new_len` elements, keeping the
@@ -973,7 +978,7 @@ impl Slots {
         let mut left = None;
         if new_len < old_len {
             // Drop the tail first; the node then holds `new_len` elements.
-            let data = self.node(slot).data().cast::<T>();
+            let data = self.node_mut(slot).data_mut().cast::<T>();
             self.node_mut(slot).len = new_len32;
             // SAFETY: elements new_len..old_len are initialised and no longer
             // counted by the node.
@@ -994,7 +999,7 @@ impl Slots {
             let lay =
                 Layout::from_size_align(want, desc.elem_align).map_err(|_| StoreError::TooLarge)?;
             let p = alloc_bytes(lay)?;
-            let old = self.node(slot).data();
+            let old = self.node_mut(slot).data_mut();
             // SAFETY: both ranges hold at least `old_len` elements and are
             // distinct allocations; this is a move of the elements.
             unsafe { ptr::copy_nonoverlapping(old, p.as_ptr(), desc.elem_size * old_len) };
@@ -1022,7 +1027,7 @@ impl Slots {
                 cap: want as u32,
             };
         }
-        let data = self.node(slot).data().cast::<T>();
+        let data = self.node_mut(slot).data_mut().cast::<T>();
         for i in old_len..new_len {
             let v = fill(i);
             // SAFETY: capacity holds `new_len` elements; `i < new_len`.
@@ -1054,7 +1059,7 @@ impl Slots {
         // old_len-1 is overwritten below, the new tail filled with `extra`
         // and a NUL.
         let left = unsafe { self.resize::<u8>(slot, new_len, |_| 0)? };
-        let data = self.node(slot).data();
+        let data = self.node_mut(slot).data_mut();
         // SAFETY: the node now holds `new_len` bytes; we write the range
         // [old_len-1, new_len) which is inside it.
         unsafe {
