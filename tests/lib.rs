@@ -44,6 +44,14 @@ pub mod book {
 
     /// The tevent tutorial.
     pub mod tevent {
+        #[doc = include_str!("../docs/src/tevent/context.md")]
+        pub mod context {}
+        #[doc = include_str!("../docs/src/tevent/requests.md")]
+        pub mod requests {}
+        #[doc = include_str!("../docs/src/tevent/events.md")]
+        pub mod events {}
+        #[doc = include_str!("../docs/src/tevent/data.md")]
+        pub mod data {}
         #[doc = include_str!("../docs/src/tevent/threads.md")]
         pub mod threads {}
     }
