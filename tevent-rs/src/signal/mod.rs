@@ -288,8 +288,12 @@ impl Context {
     /// in the heap. `flags` may hold `SA_RESTART`, `SA_RESETHAND` (the
     /// handler is freed after its first call) and `SA_SIGINFO` (one call per
     /// delivery, with its [`SigInfo`]). The action installed for the signal
-    /// uses the `SA_RESTART`/`SA_RESETHAND` flags of the process's first
-    /// handler, as in C.
+    /// uses the `SA_RESTART` flag of the process's first handler, as in C.
+    /// `SA_RESETHAND` is never given to the kernel (C passes it on): there it
+    /// would reset the signal for every handler at the first delivery, so a
+    /// second signal could kill the process while other handlers are still
+    /// registered. The reset happens here instead: the handler is freed, and
+    /// the old action comes back when the last handler of the signal goes.
     ///
     /// Numbers outside 1 to 31, `SIGKILL` and `SIGSTOP` give
     /// [`Error::InvalidSignal`].

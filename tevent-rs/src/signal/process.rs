@@ -208,7 +208,9 @@ pub(crate) fn install(signal: Signal, flags: SaFlags) -> Result<(), Error> {
     match &mut book.installed[sig] {
         Some(i) => i.handlers += 1,
         slot @ None => {
-            let flags = flags & (SaFlags::SA_RESTART | SaFlags::SA_RESETHAND);
+            // SA_RESETHAND is done per handler by the loop, never by the
+            // kernel (which would reset the action for every handler).
+            let flags = flags & SaFlags::SA_RESTART;
             let action = SigAction::new(
                 SigHandler::SigAction(os::on_signal),
                 flags | SaFlags::SA_SIGINFO,
