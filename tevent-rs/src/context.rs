@@ -230,7 +230,7 @@ impl fmt::Debug for Context {
             .field("backend", &reg.backend.name())
             .field("fd_events", &reg.fds.slab.len())
             .field("timers", &reg.timers.queued())
-            .field("immediates", &reg.imms.queued())
+            .field("immediates", &reg.queued_immediates())
             .field("signal_events", &reg.sigs.len())
             .field("heap", &self.heap)
             .finish()
@@ -249,7 +249,11 @@ impl Drop for Context {
         // signal actions are restored.
         let heap = std::mem::take(&mut self.heap);
         drop(heap);
-        let left = self.reg.borrow_mut().imms.take_all_once();
+        let left = {
+            let mut reg = self.reg.borrow_mut();
+            let batch = std::mem::take(&mut reg.remote_batch);
+            (reg.imms.take_all_once(), batch)
+        };
         drop(left);
     }
 }

@@ -23,6 +23,7 @@ use std::time::Instant;
 use crate::backend::{Backend, Waited};
 use crate::immediate::{ImmHandler, OnceFn, Popped};
 use crate::registry::{internal_fds, Shared};
+use crate::remote::Task;
 use crate::slab::Id;
 use crate::timer::FireFn;
 use crate::trace::{self, EventTrace, TracePoint, TracedEvent};
@@ -35,6 +36,8 @@ enum Step {
     Immediate(Immediate, ImmHandler, bool),
     /// A one-shot closure.
     Once(OnceFn),
+    /// A task from another thread, taken at step 2.
+    Remote(Task),
     Timer(FireFn, TimerEvent, Instant, bool),
     /// Nothing to run: wait, until the next timer's deadline if any.
     Wait(Option<Instant>),
@@ -161,10 +164,18 @@ impl Context {
                     }
                     return Ok(());
                 }
+                Step::Remote(t) => {
+                    if let Err(p) = self.call(|ev| t.run(ev)) {
+                        resume_unwind(p);
+                    }
+                    return Ok(());
+                }
                 Step::Timer(fire, handle, deadline, traced) => {
                     self.run_timer(fire, handle, deadline, traced);
                     return Ok(());
                 }
+                // Remote work came after the take: go round and take it.
+                Step::Wait(_) if !self.reg.borrow().arm_remote() => {}
                 Step::Wait(next) => match self.wait(next).map_err(Box::new)? {
                     Waited::Fd(id, flags) => {
                         if self.run_fd(id, flags) {
@@ -193,10 +204,10 @@ impl Context {
         if reg.sigs.pending() {
             return Step::Signals;
         }
-        if let Some(r) = &reg.remote {
-            for f in r.take() {
-                reg.imms.push_once(f);
-            }
+        reg.pull_remote();
+        // Taken remote tasks first: every queued immediate came after them.
+        if let Some(t) = reg.remote_batch.pop_front() {
+            return Step::Remote(t);
         }
         let traced = reg.tracing.events;
         match reg.imms.pop_front() {

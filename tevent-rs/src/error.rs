@@ -142,14 +142,40 @@ impl<F> AddFdError<F> {
 
     /// Why the event was not added.
     ///
-    /// See [`AddFdError`] for an example.
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// use tevent::{Context, Error, FdFlags};
+    /// let mut ev = Context::new()?;
+    /// let (a, b) = UnixStream::pair()?;
+    /// ev.add_fd(None, a, FdFlags::READ, |_, _, _| {})?;
+    /// // Handles from another context are refused.
+    /// let mut other = Context::new()?;
+    /// let foreign = other.heap_mut().new_context(None)?;
+    /// let err = ev.add_fd(foreign, b, FdFlags::READ, |_, _, _| {}).unwrap_err();
+    /// assert_eq!(err.error(), &Error::ForeignContext);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn error(&self) -> &Error {
         &self.error
     }
 
     /// The I/O object, back to the caller.
     ///
-    /// See [`AddFdError`] for an example.
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    /// use tevent::{Context, FdFlags};
+    /// let mut ev = Context::new()?;
+    /// let gone = ev.heap_mut().new_context(None)?;
+    /// ev.heap_mut().free(gone)?;
+    /// let (a, mut b) = UnixStream::pair()?;
+    /// let mut a = ev.add_fd(gone, a, FdFlags::READ, |_, _, _| {}).unwrap_err().into_io();
+    /// b.write_all(b"x")?;                          // the socket was not closed
+    /// let mut buf = [0u8; 1];
+    /// a.read_exact(&mut buf)?;
+    /// assert_eq!(&buf, b"x");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_io(self) -> F {
         self.io
     }

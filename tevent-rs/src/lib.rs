@@ -123,7 +123,7 @@ pub use flags::FdFlags;
 pub use immediate::Immediate;
 pub use nix::sys::signal::{SaFlags, Signal};
 pub use queue::{Queue, QueueEntry};
-pub use remote::{Remote, RemoteFn, ScheduleError};
+pub use remote::{Remote, RemoteFn, RemoteTask, ScheduleError};
 pub use req::{Req, ReqError, ReqState};
 pub use signal::{num_signals, sa_info_queue_count, Delivery, SigInfo, SignalEvent, SignalNumber};
 pub use timer::{TimerEvent, When};

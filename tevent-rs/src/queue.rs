@@ -111,7 +111,16 @@ impl fmt::Debug for QueueEntry {
 impl QueueEntry {
     /// The type-erased heap handle of the entry.
     ///
-    /// See [`QueueEntry`] for an example.
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// let req: tevent::Req<()> = ev.req_create(None, ())?;
+    /// let entry = ev.queue_add_blocker(q, req)?;
+    /// // The entry is a heap child of its request.
+    /// assert_eq!(ev.heap().parent(entry.erase())?, Some(req.erase()));
+    /// # ev.free(req.erase())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn erase(self) -> AnyPtr {
         self.ptr.erase()
     }
@@ -283,7 +292,23 @@ impl Context {
     /// immediate with the request; the request keeps the head until it is
     /// freed (or the entry is). The entry is a heap child of the request.
     ///
-    /// See [`Queue`] for an example.
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// let req: tevent::Req<u32> = ev.req_create(None, 42)?;
+    /// let got = Rc::new(Cell::new(0));
+    /// let g = got.clone();
+    /// ev.queue_add(q, req, move |ev, req| {
+    ///     g.set(ev.heap()[req.state()]);
+    ///     ev.req_done(req).unwrap();
+    /// })?;
+    /// assert_eq!(got.get(), 0);       // triggered from the loop, not at once
+    /// ev.loop_once()?;
+    /// assert_eq!(got.get(), 42);
+    /// assert_eq!(ev.req_recv(req), Ok(()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_add<S: 'static, E: 'static>(
         &mut self,
         q: Queue,
@@ -345,7 +370,17 @@ impl Context {
 
     /// Stops the queue (`tevent_queue_stop`): nothing more is triggered.
     ///
-    /// See [`queue_start`](Context::queue_start) for an example.
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// ev.queue_stop(q)?;
+    /// assert!(!ev.queue_running(q)?);
+    /// let req: tevent::Req<()> = ev.req_create(None, ())?;
+    /// let entry = ev.queue_add(q, req, |_, _| unreachable!("the queue is stopped"))?;
+    /// ev.loop_once()?;
+    /// assert!(!ev.queue_entry_triggered(entry)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_stop(&mut self, q: Queue) -> Result<(), Error> {
         self.queue_state(q)?.borrow_mut().running = false;
         Ok(())
@@ -353,21 +388,45 @@ impl Context {
 
     /// Whether the queue runs (`tevent_queue_running`).
     ///
-    /// See [`queue_create`](Context::queue_create) for an example.
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// assert!(ev.queue_running(q)?);  // a new queue runs
+    /// ev.queue_stop(q)?;
+    /// assert!(!ev.queue_running(q)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_running(&self, q: Queue) -> Result<bool, Error> {
         Ok(self.queue_state(q)?.borrow().running)
     }
 
     /// The number of entries (`tevent_queue_length`).
     ///
-    /// See [`Queue`] for an example.
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// let a: tevent::Req<()> = ev.req_create(None, ())?;
+    /// let b: tevent::Req<()> = ev.req_create(None, ())?;
+    /// ev.queue_add_blocker(q, a)?;
+    /// ev.queue_add_blocker(q, b)?;
+    /// assert_eq!(ev.queue_length(q)?, 2);
+    /// ev.free(a.erase())?;                  // freeing a request leaves the queue
+    /// assert_eq!(ev.queue_length(q)?, 1);
+    /// # ev.free(b.erase())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_length(&self, q: Queue) -> Result<usize, Error> {
         Ok(self.queue_state(q)?.borrow().entries.len())
     }
 
     /// The queue's name.
     ///
-    /// See [`queue_create`](Context::queue_create) for an example.
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "outgoing")?;
+    /// assert_eq!(ev.queue_name(q)?, "outgoing");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_name(&self, q: Queue) -> Result<String, Error> {
         Ok(self.queue_state(q)?.borrow().name.clone())
     }
@@ -430,7 +489,18 @@ impl Context {
     /// A request that finishes when it reaches the head of the queue
     /// (`tevent_queue_wait_send`); free it to let the queue go on.
     ///
-    /// See [`queue_add_blocker`](Context::queue_add_blocker) for an example.
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// let first = ev.queue_wait_send(None, q)?;
+    /// let second = ev.queue_wait_send(None, q)?;
+    /// ev.req_poll(first)?;                        // at the head: done
+    /// assert!(ev.req_is_in_progress(second)?);    // waits behind it
+    /// ev.free(first.erase())?;
+    /// ev.req_poll(second)?;
+    /// assert_eq!(ev.req_recv(second), Ok(()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn queue_wait_send(&mut self, parent: impl IntoParent, q: Queue) -> Result<Req<()>, Error> {
         let req: Req<()> = self.req_create(parent, ())?;
         if let Err(e) = self.queue_add(q, req, |ev, req| {

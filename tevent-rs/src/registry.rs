@@ -7,6 +7,7 @@
 //! out while they run, so a callback can free its own handle.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use crate::backend::{Backend, FdSet, Internal};
 use crate::immediate::Immediates;
-use crate::remote::RemoteInner;
+use crate::remote::{RemoteInner, Task};
 use crate::signal::Signals;
 use crate::timer::Timers;
 use crate::trace::Tracing;
@@ -28,6 +29,13 @@ pub(crate) struct Registry {
     pub(crate) imms: Immediates,
     pub(crate) sigs: Signals,
     pub(crate) remote: Option<Arc<RemoteInner>>,
+    /// Remote tasks taken at step 2 and not run yet, which run before
+    /// `imms` (everything there was queued after them); see
+    /// `Registry::pull_remote`.
+    pub(crate) remote_batch: VecDeque<Task>,
+    /// A spare buffer for takes that cannot go straight to `remote_batch`
+    /// (empty between takes, keeps its capacity).
+    pub(crate) remote_spare: VecDeque<Task>,
     /// 1 while `loop_once` runs (nesting is refused, E7).
     pub(crate) depth: u32,
     pub(crate) tracing: Tracing,
@@ -42,6 +50,8 @@ impl Registry {
             imms: Immediates::default(),
             sigs: Signals::default(),
             remote: None,
+            remote_batch: VecDeque::new(),
+            remote_spare: VecDeque::new(),
             depth: 0,
             tracing: Tracing::default(),
         }
@@ -65,12 +75,18 @@ impl Registry {
     }
 
     /// Whether any event is registered (E6): fd events (silent ones too, as
-    /// in tevent 0.14), pending timers, queued immediates, signal handlers.
+    /// in tevent 0.14), pending timers, queued immediates (remote tasks
+    /// already taken count), signal handlers.
     pub(crate) fn has_events(&self) -> bool {
         self.fds.slab.len() > 0
             || self.timers.queued() > 0
-            || self.imms.queued() > 0
+            || self.queued_immediates() > 0
             || self.sigs.len() > 0
+    }
+
+    /// Immediates waiting to run, with the remote tasks already taken.
+    pub(crate) fn queued_immediates(&self) -> usize {
+        self.imms.queued() + self.remote_batch.len()
     }
 }
 

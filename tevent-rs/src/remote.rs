@@ -1,11 +1,20 @@
 //! [`Remote`]: how other threads hand work to a loop.
 //!
-//! A mutex-protected FIFO of `Send` closures plus one eventfd. A sender
-//! writes the eventfd only when the queue goes from empty to non-empty, so a
-//! burst of sends costs the loop one wake-up. At step 2 of every
-//! `loop_once` (E4) the loop moves the whole queue, in order, onto its
-//! immediate queue, where each closure runs as an ordinary immediate: one
-//! per `loop_once`, after the immediates queued before it.
+//! A mutex-protected FIFO of `Send` tasks plus one eventfd. Before it
+//! waits, the loop *arms* the queue (under the lock, and only if the queue
+//! is empty; otherwise it takes the work instead of waiting); the first
+//! send after that disarms it and writes the eventfd. So a sender makes a
+//! system call only when the loop may be asleep, a burst of sends costs the
+//! loop one wake-up, and a busy loop gets none. The loop reads the eventfd
+//! only when a wait reports it. At step 2 of every `loop_once` (E4) the loop
+//! takes the whole queue, in order, and each task then runs as an ordinary
+//! immediate: one per `loop_once`, after the immediates queued before it.
+//!
+//! The buffers keep their capacity: a take swaps the senders' buffer with
+//! an empty one of the loop's. When nothing else is queued
+//! (the usual case) the loop runs the batch straight from its buffer, ahead
+//! of the immediate queue (everything in that queue was scheduled after the
+//! batch); otherwise each task joins the immediate queue's tail.
 //!
 //! This is the base of the tevent-thread crate's `ThreadProxy` and
 //! `ThreadedContext`.
@@ -20,24 +29,81 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use parking_lot::Mutex;
 
 use crate::backend::Internal;
+use crate::registry::Registry;
 use crate::{Context, Error};
 
 /// A closure sent to a loop from another thread.
 pub type RemoteFn = Box<dyn FnOnce(&mut Context) + Send>;
 
+/// Work for a loop, sent with [`Remote::schedule_task`], which hands the
+/// task back whole, with its type, when the loop is gone. Every `Send`
+/// closure that takes the context is one; a type of one's own lets the
+/// sender take its parts back out of a refused task without sharing them
+/// (no `Arc<Mutex<Option<_>>>` slot).
+///
+/// ```
+/// use tevent::{Context, RemoteTask};
+///
+/// struct Job {
+///     input: Vec<u8>,
+/// }
+///
+/// impl RemoteTask for Job {
+///     fn run(self: Box<Self>, ev: &mut Context) {
+///         ev.heap_mut().memdup(None, &self.input[..]).unwrap();
+///     }
+/// }
+///
+/// let mut ev = Context::new()?;
+/// let remote = ev.remote()?;
+/// remote.schedule_task(Box::new(Job { input: vec![1, 2, 3] }))?;
+/// ev.loop_once()?;
+/// assert_eq!(ev.heap().live_objects(), 1);
+///
+/// drop(ev);
+/// let back = remote.schedule_task(Box::new(Job { input: vec![4] })).unwrap_err();
+/// assert_eq!(back.into_inner().input, [4]);   // the task, not run
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait RemoteTask: Send + 'static {
+    /// Runs the task on the loop's thread, with the loop's context.
+    fn run(self: Box<Self>, ev: &mut Context);
+}
+
+impl<F> RemoteTask for F
+where
+    F: FnOnce(&mut Context) + Send + 'static,
+{
+    #[inline]
+    fn run(self: Box<Self>, ev: &mut Context) {
+        (*self)(ev)
+    }
+}
+
+/// What the queue holds: one allocation per task, the task itself.
+pub(crate) type Task = Box<dyn RemoteTask>;
+
+/// The part of the queue under the lock.
+struct Queue {
+    tasks: VecDeque<Task>,
+    /// Set by the loop before it waits (with `tasks` empty), cleared by the
+    /// first send after that, which then writes the eventfd, and by a take.
+    armed: bool,
+}
+
 pub(crate) struct RemoteInner {
     /// `None` once the context is gone.
-    queue: Mutex<Option<VecDeque<RemoteFn>>>,
+    queue: Mutex<Option<Queue>>,
     /// Set (under the lock) when the queue holds something: the loop's cheap
     /// check before it takes the lock.
     pending: AtomicBool,
     wake: EventFd,
 }
 
-/// A `Send + Sync` handle through which any thread schedules closures on a
-/// context's loop ([`Context::remote`]). Each closure runs on the loop's
-/// thread as an immediate, in the order they were sent (first in, first
-/// out across all senders, as the lock orders them).
+/// A `Send + Sync` handle through which any thread schedules closures (or
+/// [`RemoteTask`]s) on a context's loop ([`Context::remote`]). Each runs on
+/// the loop's thread as an immediate, in the order they were sent (first
+/// in, first out across all senders, as the lock orders them).
 ///
 /// Once the context is gone, [`schedule`](Remote::schedule) fails with
 /// [`ScheduleError`], which hands the closure back.
@@ -121,19 +187,7 @@ impl Remote {
     where
         F: FnOnce(&mut Context) + Send + 'static,
     {
-        let mut guard = self.inner.queue.lock();
-        let Some(q) = guard.as_mut() else {
-            return Err(ScheduleError(f));
-        };
-        let was_empty = q.is_empty();
-        q.push_back(Box::new(f));
-        self.inner.pending.store(true, Ordering::Release);
-        drop(guard);
-        if was_empty {
-            // The counter cannot overflow: the loop reads it at every drain.
-            let _ = self.inner.wake.write(1);
-        }
-        Ok(())
+        self.push(Box::new(f)).map_err(|b| ScheduleError(*b))
     }
 
     /// [`schedule`](Remote::schedule) for an already boxed closure.
@@ -145,15 +199,33 @@ impl Remote {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn schedule_boxed(&self, f: RemoteFn) -> Result<(), ScheduleError<RemoteFn>> {
-        let mut guard = self.inner.queue.lock();
+        self.push(Box::new(f)).map_err(|b| ScheduleError(*b))
+    }
+
+    /// [`schedule`](Remote::schedule) for a boxed task of a type of one's
+    /// own: once the context is gone, the error gives back the same box,
+    /// typed, so the sender can take its contents out again. See
+    /// [`RemoteTask`] for an example.
+    pub fn schedule_task<T: RemoteTask>(&self, task: Box<T>) -> Result<(), ScheduleError<Box<T>>> {
+        self.push(task).map_err(ScheduleError)
+    }
+
+    /// Queues a task (boxed before the lock is taken; the push into the
+    /// buffer only allocates when the buffer must grow, which a busy queue
+    /// soon stops doing: the buffers keep their capacity).
+    #[inline]
+    fn push<T: RemoteTask>(&self, task: Box<T>) -> Result<(), Box<T>> {
+        let mut guard = self.inner.queue.lock(); // S1
         let Some(q) = guard.as_mut() else {
-            return Err(ScheduleError(f));
+            return Err(task); // S2
         };
-        let was_empty = q.is_empty();
-        q.push_back(f);
-        self.inner.pending.store(true, Ordering::Release);
-        drop(guard);
-        if was_empty {
+        q.tasks.push_back(task); // S3
+        self.inner.pending.store(true, Ordering::Release); // S4
+        let wake = std::mem::replace(&mut q.armed, false); // S5
+        drop(guard); // S6
+        if wake {
+            // S7: the loop is waiting, or about to. The counter cannot
+            // overflow: it grows by one per arming of the loop at most.
             let _ = self.inner.wake.write(1);
         }
         Ok(())
@@ -191,7 +263,10 @@ impl RemoteInner {
         let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(Error::Os)?;
         Ok(RemoteInner {
-            queue: Mutex::new(Some(VecDeque::new())),
+            queue: Mutex::new(Some(Queue {
+                tasks: VecDeque::new(),
+                armed: false,
+            })),
             pending: AtomicBool::new(false),
             wake,
         })
@@ -201,30 +276,94 @@ impl RemoteInner {
         self.wake.as_fd()
     }
 
-    /// Resets the eventfd.
+    /// Resets the eventfd, after a wait reported it (L7). This is the only
+    /// place the loop reads it.
     pub(crate) fn drain(&self) {
         let _ = self.wake.read();
     }
 
-    /// Everything queued, in order (empty when nothing is pending).
-    pub(crate) fn take(&self) -> VecDeque<RemoteFn> {
-        if !self.pending.load(Ordering::Acquire) {
-            return VecDeque::new();
+    /// Swaps everything queued, in order, into `out` (which must be empty)
+    /// and leaves `out`'s buffer behind for the senders: the two buffers
+    /// keep their capacity, so a busy queue neither reallocates under the
+    /// lock nor frees a buffer per batch. Called once `pending` was seen
+    /// set (L1, in `Registry::pull_remote`). The loop is awake: senders
+    /// need not wake it until it arms the queue again.
+    #[inline]
+    fn take_into(&self, out: &mut VecDeque<Task>) {
+        debug_assert!(out.is_empty());
+        let mut guard = self.queue.lock(); // L2
+        self.pending.store(false, Ordering::Relaxed); // L3
+        if let Some(q) = guard.as_mut() {
+            std::mem::swap(&mut q.tasks, out); // L4
+            q.armed = false;
         }
-        // Read the eventfd before taking the queue: a send after the take
-        // finds the queue empty and writes it again.
-        let _ = self.wake.read();
-        let mut guard = self.queue.lock();
-        self.pending.store(false, Ordering::Relaxed);
+        // L5: unlock.
+    }
+
+    /// Before the loop waits (A1–A3): true if it may wait, the queue armed
+    /// so that the next send writes the eventfd; false if something is
+    /// queued, which the loop then takes instead of waiting.
+    pub(crate) fn arm(&self) -> bool {
+        let mut guard = self.queue.lock(); // A1
         match guard.as_mut() {
-            Some(q) => std::mem::take(q),
-            None => VecDeque::new(),
+            Some(q) if q.tasks.is_empty() => {
+                q.armed = true; // A2
+                true
+            }
+            Some(_) => false,
+            None => true,
         }
+        // A3: unlock.
     }
 
     /// The context is going: later sends fail. Gives back what was queued.
-    pub(crate) fn close(&self) -> VecDeque<RemoteFn> {
-        self.queue.lock().take().unwrap_or_default()
+    pub(crate) fn close(&self) -> VecDeque<Task> {
+        self.queue
+            .lock()
+            .take()
+            .map(|q| q.tasks)
+            .unwrap_or_default()
+    }
+}
+
+impl Registry {
+    /// E4 step 2: takes the remote queue. With no immediate queued, the
+    /// batch joins the loop's own batch buffer, which runs before the
+    /// immediate queue: every immediate queued later is queued after the
+    /// batch, so the order is the one a push onto the queue would give,
+    /// without a slab entry per task. Otherwise each task goes to the
+    /// queue's tail.
+    #[inline(always)]
+    pub(crate) fn pull_remote(&mut self) {
+        let Some(inner) = &self.remote else {
+            return;
+        };
+        // L1: the cheap check; nothing pending, no lock.
+        if !inner.pending.load(Ordering::Acquire) {
+            return;
+        }
+        if self.imms.queued() == 0 && self.remote_batch.is_empty() {
+            inner.take_into(&mut self.remote_batch);
+            return;
+        }
+        let mut more = std::mem::take(&mut self.remote_spare);
+        inner.take_into(&mut more);
+        if self.imms.queued() == 0 {
+            self.remote_batch.append(&mut more);
+        } else {
+            for t in more.drain(..) {
+                self.imms
+                    .push_once(Box::new(move |ev: &mut Context| t.run(ev)));
+            }
+        }
+        self.remote_spare = more;
+    }
+
+    /// Arms the remote queue before a wait: false if remote work is queued,
+    /// to be taken instead of waiting.
+    #[inline]
+    pub(crate) fn arm_remote(&self) -> bool {
+        self.remote.as_ref().is_none_or(|r| r.arm())
     }
 }
 

@@ -132,7 +132,14 @@ impl<S, E> Req<S, E> {
     /// The type-erased heap handle of the request, to free or steal it (or
     /// to allocate sub-requests under it).
     ///
-    /// See [`Req`] for an example.
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let outer: tevent::Req<()> = ev.req_create(None, ())?;
+    /// let inner: tevent::Req<()> = ev.req_create(outer.erase(), ())?;   // a sub-request
+    /// ev.free(outer.erase())?;                                          // frees both
+    /// assert!(!ev.heap().contains(inner.erase()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn erase(self) -> AnyPtr {
         self.node.erase()
     }
@@ -227,7 +234,17 @@ impl Context {
     /// Creates a request under `parent` with `state` as its state, a child
     /// of the request (`tevent_req_create`). It starts in progress.
     ///
-    /// See [`Req`] for an example.
+    /// ```
+    /// use tevent::{Req, ReqState};
+    /// # let mut ev = tevent::Context::new()?;
+    /// let conn = ev.heap_mut().new_context(None)?;
+    /// let req: Req<Vec<u8>> = ev.req_create(conn, Vec::new())?;
+    /// assert_eq!(ev.req_state(req)?, ReqState::InProgress);
+    /// assert_eq!(ev.heap().parent(req.erase())?, Some(conn.erase()));
+    /// ev.heap_mut().free(conn)?;                  // the request goes with its parent
+    /// assert!(ev.req_state(req).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn req_create<S: 'static, E: 'static>(
         &mut self,
         parent: impl IntoParent,
@@ -326,7 +343,15 @@ impl Context {
     /// the cleanup function runs, then the callback.
     /// [`Error::NotInProgress`] if it had finished.
     ///
-    /// See [`Req`] for an example.
+    /// ```
+    /// use tevent::{Error, ReqState};
+    /// # let mut ev = tevent::Context::new()?;
+    /// let req: tevent::Req<()> = ev.req_create(None, ())?;
+    /// ev.req_done(req)?;
+    /// assert_eq!(ev.req_state(req)?, ReqState::Done);
+    /// assert_eq!(ev.req_done(req), Err(Error::NotInProgress));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn req_done<S: 'static, E: 'static>(&mut self, req: Req<S, E>) -> Result<(), Error> {
         self.req_finish(req, Status::Done)
     }
@@ -603,7 +628,15 @@ impl Context {
     /// Asks the request to cancel (`tevent_req_cancel`): false when it has
     /// no cancel function, else what the function says.
     ///
-    /// See [`req_set_cancel_fn`](Context::req_set_cancel_fn).
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let req: tevent::Req<()> = ev.req_create(None, ())?;
+    /// assert!(!ev.req_cancel(req)?);                 // no cancel function
+    /// ev.req_set_cancel_fn(req, |_, _| false)?;      // one that cannot cancel now
+    /// assert!(!ev.req_cancel(req)?);
+    /// assert!(ev.req_is_in_progress(req)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn req_cancel<S: 'static, E: 'static>(&mut self, req: Req<S, E>) -> Result<bool, Error> {
         let Some(mut f) = self.req_node(req)?.cancel.take() else {
             return Ok(false);
@@ -683,7 +716,19 @@ impl Context {
     /// finished request is marked received (see
     /// [`req_received`](Context::req_received)); read the state before.
     ///
-    /// See [`Req`] for an example.
+    /// ```
+    /// use tevent::ReqError;
+    /// # let mut ev = tevent::Context::new()?;
+    /// let req: tevent::Req<u32, String> = ev.req_create(None, 0)?;
+    /// assert_eq!(ev.req_recv(req), Err(ReqError::InProgress));
+    /// ev.heap_mut()[req.state()] = 7;
+    /// ev.req_done(req)?;
+    /// let answer = ev.heap()[req.state()];         // read the state first...
+    /// assert_eq!(ev.req_recv(req), Ok(()));         // ...receiving frees it
+    /// assert_eq!(answer, 7);
+    /// assert_eq!(ev.req_recv(req), Err(ReqError::Received));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn req_recv<S: 'static, E: 'static>(&mut self, req: Req<S, E>) -> Result<(), ReqError<E>> {
         let n = self.req_node(req).map_err(ReqError::Gone)?;
         let r = match std::mem::replace(&mut n.status, Status::Received) {

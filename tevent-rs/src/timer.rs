@@ -110,7 +110,15 @@ pub enum When {
 impl When {
     /// The deadline, taking `now` as the present.
     ///
-    /// See [`When`] for an example.
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use tevent::When;
+    /// let now = Instant::now();
+    /// let soon = When::After(Duration::from_millis(250));
+    /// assert_eq!(soon.deadline(now) - now, Duration::from_millis(250));
+    /// // An absolute deadline ignores `now`, even one in the past.
+    /// assert_eq!(When::At(now).deadline(now + Duration::from_secs(9)), now);
+    /// ```
     pub fn deadline(self, now: Instant) -> Instant {
         match self {
             When::At(t) => t,

@@ -96,7 +96,17 @@ pub enum TracedEvent {
 impl TracedEvent {
     /// The event's heap handle.
     ///
-    /// See [`TracedEvent`] for an example.
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// # let mut ev = tevent::Context::new()?;
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let s = seen.clone();
+    /// ev.set_event_trace_callback(move |e, _| s.borrow_mut().push(e.erase()));
+    /// let im = ev.create_immediate(None)?;
+    /// ev.free(im.erase())?;
+    /// assert!(seen.borrow().iter().all(|&p| p == im.erase()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn erase(self) -> AnyPtr {
         match self {
             TracedEvent::Fd(p) => p,
@@ -158,7 +168,24 @@ impl Context {
     /// Sets the loop trace callback (`tevent_set_trace_callback`), replacing
     /// any previous one.
     ///
-    /// See [`TracePoint`] for an example.
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// use tevent::TracePoint;
+    /// # let mut ev = tevent::Context::new()?;
+    /// let passes = Rc::new(Cell::new(0));
+    /// let p = passes.clone();
+    /// ev.set_trace_callback(move |point| {
+    ///     if point == TracePoint::AfterLoopOnce {
+    ///         p.set(p.get() + 1);
+    ///     }
+    /// });
+    /// for _ in 0..3 {
+    ///     ev.add_timer(None, std::time::Duration::ZERO, |_, _, _| {})?;
+    ///     ev.loop_once()?;
+    /// }
+    /// assert_eq!(passes.get(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_trace_callback(&mut self, cb: impl FnMut(TracePoint) + 'static) {
         let mut reg = self.reg.borrow_mut();
         reg.tracing.on_loop = Some(Box::new(cb));
@@ -187,7 +214,19 @@ impl Context {
     /// Sets the event trace callback, replacing any previous one: it sees
     /// every event's attach, detach and before-handler points.
     ///
-    /// See [`EventTrace`] for an example.
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use tevent::{EventTrace, TracedEvent};
+    /// # let mut ev = tevent::Context::new()?;
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let s = seen.clone();
+    /// ev.set_event_trace_callback(move |e, p| s.borrow_mut().push((e, p)));
+    /// let t = ev.add_timer(None, std::time::Duration::from_secs(60), |_, _, _| {})?;
+    /// ev.free(t.erase())?;                    // never fires: attach, then detach
+    /// let timer = TracedEvent::Timer(t);
+    /// assert_eq!(*seen.borrow(), [(timer, EventTrace::Attach), (timer, EventTrace::Detach)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_event_trace_callback(&mut self, cb: impl FnMut(TracedEvent, EventTrace) + 'static) {
         let mut reg = self.reg.borrow_mut();
         reg.tracing.on_event = Some(Box::new(cb));

@@ -7,6 +7,13 @@
 //! (deadline, insertion) and the fds that are readable. Immediates and
 //! timers are predicted exactly; for fds it knows the set one of which must
 //! run (the backends differ in which).
+//!
+//! Closures sent through the context's `Remote` (from the test's thread:
+//! the queue does not care which thread sends) are modelled by rule E4:
+//! every `loop_once` first moves what was sent onto the tail of the
+//! immediate queue, where each runs as one immediate. A remote closure may
+//! reschedule an immediate and send another remote closure when it runs,
+//! which interleaves remote work with local immediates.
 
 mod common;
 
@@ -15,11 +22,16 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use talloc::AnyPtr;
-use tevent::{Context, Error, FdEvent, FdFlags, Immediate, TimerEvent};
+use tevent::{Context, Error, FdEvent, FdFlags, Immediate, Remote, TimerEvent};
+
+/// Remote closures are numbered from here in the model's immediate queue
+/// (below are the objects).
+const REMOTE: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -63,6 +75,12 @@ enum Op {
         target: usize,
         on: bool,
     },
+    /// A remote closure; when it runs, it reschedules `resched` (if that is
+    /// a live immediate) and, if `chain`, sends one more remote closure.
+    Remote {
+        resched: usize,
+        chain: bool,
+    },
     LoopOnce,
 }
 
@@ -80,6 +98,7 @@ fn op() -> impl Strategy<Value = Op> {
         i().prop_map(|target| Op::Cancel { target }),
         (i(), any::<u8>()).prop_map(|(target, delay)| Op::UpdateTimer { target, delay }),
         (i(), any::<bool>()).prop_map(|(target, on)| Op::SetFdFlags { target, on }),
+        (i(), any::<bool>()).prop_map(|(resched, chain)| Op::Remote { resched, chain }),
         Just(Op::LoopOnce),
         Just(Op::LoopOnce),
         Just(Op::LoopOnce),
@@ -111,6 +130,13 @@ struct World {
     ev: Context,
     objs: Vec<Obj>,
     log: Rc<RefCell<Vec<usize>>>,
+    /// What remote closures ran (they are `Send`: no `Rc`).
+    remote_log: Arc<Mutex<Vec<usize>>>,
+    remote: Remote,
+    /// Remote closures sent and not yet taken by a `loop_once`.
+    remote_sent: Vec<usize>,
+    /// What each remote closure does when it runs: (immediate, chain).
+    remote_acts: Vec<(Option<usize>, bool)>,
     imm_queue: Vec<usize>,
     timers: BTreeSet<(u64, u64, usize)>,
     seq: u64,
@@ -121,10 +147,15 @@ impl World {
     fn new(backend: &str) -> World {
         let mut ev = Context::with_backend(backend).unwrap();
         ev.set_wait_timeout(Duration::from_millis(1));
+        let remote = ev.remote().unwrap();
         World {
             ev,
             objs: Vec::new(),
             log: Rc::default(),
+            remote_log: Arc::default(),
+            remote,
+            remote_sent: Vec::new(),
+            remote_acts: Vec::new(),
             imm_queue: Vec::new(),
             timers: BTreeSet::new(),
             seq: 0,
@@ -347,19 +378,69 @@ impl World {
                 r.unwrap();
                 self.objs[t].on = on;
             }
+            Op::Remote { resched, chain } => {
+                let target = self
+                    .target(resched)
+                    .filter(|&t| matches!(self.objs[t].real, Real::Imm(_)));
+                self.send_remote(target, chain);
+            }
             Op::LoopOnce => self.loop_once(),
         }
         self.check();
     }
 
+    /// Sends a remote closure that logs its number, reschedules `target`
+    /// and, if `chain`, sends a plain one.
+    fn send_remote(&mut self, target: Option<usize>, chain: bool) {
+        let me = REMOTE + self.remote_acts.len();
+        self.remote_acts.push((target, chain));
+        let next = REMOTE + self.remote_acts.len();
+        if chain {
+            self.remote_acts.push((None, false));
+        }
+        let im = target.map(|t| match self.objs[t].real {
+            Real::Imm(im) => im,
+            _ => unreachable!(),
+        });
+        let log = self.remote_log.clone();
+        let again = self.remote.clone();
+        self.remote
+            .schedule(move |ev: &mut Context| {
+                log.lock().unwrap().push(me);
+                if let Some(im) = im {
+                    let _ = ev.reschedule_immediate(im);
+                }
+                if chain {
+                    let log = log.clone();
+                    again
+                        .schedule(move |_: &mut Context| log.lock().unwrap().push(next))
+                        .unwrap();
+                }
+            })
+            .unwrap();
+        self.remote_sent.push(me);
+    }
+
     fn loop_once(&mut self) {
         self.log.borrow_mut().clear();
         self.ev.loop_once().unwrap();
-        let ran = std::mem::take(&mut *self.log.borrow_mut());
+        let mut ran = std::mem::take(&mut *self.log.borrow_mut());
+        ran.append(&mut self.remote_log.lock().unwrap());
+        // E4 step 2: what was sent joins the immediate queue.
+        self.imm_queue.append(&mut self.remote_sent);
         if let Some(&head) = self.imm_queue.first() {
             assert_eq!(ran, [head], "the head immediate runs");
             self.imm_queue.remove(0);
-            if let Some(v) = self.objs[head].victim {
+            if head >= REMOTE {
+                let (target, chain) = self.remote_acts[head - REMOTE];
+                if let Some(t) = target.filter(|&t| self.objs[t].alive) {
+                    self.imm_queue.retain(|q| *q != t);
+                    self.imm_queue.push(t);
+                }
+                if chain {
+                    self.remote_sent.push(head + 1);
+                }
+            } else if let Some(v) = self.objs[head].victim {
                 if self.objs[v].alive {
                     self.model_free(v);
                 }
@@ -421,7 +502,7 @@ fn run(backend: &str, ops: &[Op]) {
     for f in fds {
         w.ev.set_fd_flags(f, FdFlags::empty()).unwrap();
     }
-    while !w.imm_queue.is_empty() || !w.timers.is_empty() {
+    while !w.imm_queue.is_empty() || !w.timers.is_empty() || !w.remote_sent.is_empty() {
         w.loop_once();
         w.check();
     }

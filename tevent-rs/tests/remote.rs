@@ -189,7 +189,75 @@ fn closures_schedule_more(b: &str) {
     assert_eq!(rx.try_iter().collect::<Vec<_>>(), ["immediate", "remote"]);
 }
 
+/// No wake-up is lost: a loop with nothing else to do and a wait timeout
+/// of an hour serves a peer that sends one closure at a time, after a
+/// random pause, so that sends land at every point of the loop's pass
+/// (taking, running, arming the queue, inside the wait). Bursts between
+/// them leave work taken without a wait, and stale wake-ups, behind. A
+/// lost wake-up would hang the loop: the peer gives up after 20 s and
+/// wakes it through a socket instead, and the test fails.
+fn no_lost_wakeup(b: &str) {
+    let mut ev = ctx(b);
+    ev.set_wait_timeout(Duration::from_secs(3600));
+    let remote = ev.remote().unwrap();
+    let (alarm, mut alarm_peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    ev.add_fd(None, alarm, tevent::FdFlags::READ, |_, _, _| {
+        panic!("a wake-up was lost")
+    })
+    .unwrap();
+    let rounds: u64 = 10_000;
+    let done = Arc::new(AtomicUsize::new(0));
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<u64>();
+    let peer = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            for i in 0..rounds {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // 0 to ~20 µs of spinning, now and then a sleep or a burst.
+                let spin = Instant::now() + Duration::from_nanos(seed % 20_000);
+                while Instant::now() < spin {
+                    std::hint::spin_loop();
+                }
+                if seed % 16 == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                let burst = if seed % 8 == 1 { 5 } else { 1 };
+                for k in 0..burst {
+                    let ack = ack_tx.clone();
+                    let done = done.clone();
+                    remote
+                        .schedule(move |_| {
+                            if k + 1 == burst {
+                                done.fetch_add(1, Ordering::Relaxed);
+                                ack.send(i).unwrap();
+                            }
+                        })
+                        .unwrap();
+                }
+                match ack_rx.recv_timeout(Duration::from_secs(20)) {
+                    Ok(got) => assert_eq!(got, i),
+                    Err(_) => {
+                        std::io::Write::write_all(&mut alarm_peer, b"!").unwrap();
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.load(Ordering::Relaxed) < rounds as usize {
+        assert!(Instant::now() < deadline);
+        ev.loop_once().unwrap();
+    }
+    peer.join().unwrap();
+    assert_eq!(done.load(Ordering::Relaxed), rounds as usize);
+}
+
 both!(
+    no_lost_wakeup,
     many_senders,
     request_reply,
     burst_is_batched,

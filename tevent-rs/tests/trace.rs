@@ -158,7 +158,10 @@ fn loop_points(b: &str) {
         [TracePoint::BeforeLoopOnce, TracePoint::AfterLoopOnce],
         "an immediate needs no wait"
     );
-    ev.add_timer(None, Duration::from_millis(1), |_, _, _| {})
+    // Long enough that the loop must wait for it, even under valgrind (at
+    // 1 ms the timer was already due when the loop looked, and no wait
+    // was traced).
+    ev.add_timer(None, Duration::from_millis(100), |_, _, _| {})
         .unwrap();
     ev.loop_once().unwrap();
     let got = seen.take();

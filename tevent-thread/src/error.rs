@@ -6,6 +6,21 @@ use talloc::{Ptr, TransferError};
 
 /// Why [`ProxySender::send`](crate::ProxySender::send) did not send. In
 /// every case the data is still in the sender's heap.
+///
+/// ```
+/// use tevent_thread::{SendError, ThreadProxy};
+/// let mut ev = tevent::Context::new()?;
+/// let sender = ThreadProxy::new(&mut ev, None)?.sender(&ev)?;
+/// let mut heap = talloc::Talloc::new();
+/// let msg = heap.strdup(None, "hello")?;
+/// heap.set_destructor(msg, |_, _| Ok(()))?;    // a closure cannot cross threads
+/// match sender.send(&mut heap, msg, |_, _| ()) {
+///     Err(SendError::Refused(e)) => assert_eq!(e.rule, talloc::TransferRule::Destructor),
+///     other => panic!("{other:?}"),
+/// }
+/// assert_eq!(&heap[msg], "hello");              // nothing moved
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub enum SendError<T: ?Sized> {
     /// The data's handle (or the immediate's) is stale or foreign: nothing
     /// was sent.
@@ -47,7 +62,25 @@ impl<T: ?Sized> fmt::Display for SendError<T> {
 impl<T: ?Sized> std::error::Error for SendError<T> {}
 
 /// The destination loop is gone; the closure comes back, not run.
-pub struct Gone<F>(pub F);
+///
+/// ```
+/// use tevent_thread::{Gone, ThreadedContext};
+/// let mut ev = tevent::Context::new()?;
+/// let tctx = ThreadedContext::new(&mut ev)?;
+/// drop(ev);
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let Err(Gone(f)) = tctx.schedule(move |_| tx.send(1).unwrap()) else {
+///     panic!("the loop is gone")
+/// };
+/// assert!(rx.try_recv().is_err());              // handed back, not run
+/// f(&mut tevent::Context::new()?);              // run it somewhere else
+/// assert_eq!(rx.recv()?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Gone<F>(
+    /// The closure, handed back to the caller.
+    pub F,
+);
 
 impl<F> fmt::Debug for Gone<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -5,9 +5,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use talloc::{AnyPtr, DetachError, IntoParent, Parcel, Ptr, Talloc};
-use tevent::{Context, Immediate, Remote};
+use tevent::{Context, Immediate, Remote, RemoteTask};
 
 use crate::SendError;
 
@@ -190,20 +189,17 @@ impl ProxySender {
             Err(DetachError::Refused(e)) => return Err(SendError::Refused(e)),
             Err(DetachError::Handle(e)) => return Err(SendError::Handle(e.into())),
         };
-        // The parcel rides in a shared slot so that, if the loop vanishes
-        // before the closure is queued, the sender can take it back.
-        let slot = Arc::new(Mutex::new(Some(parcel)));
-        let letter = Letter {
-            slot: slot.clone(),
+        // A typed task: if the loop is gone, the letter comes back whole
+        // and the parcel is taken out of it here.
+        let letter = Box::new(Letter {
+            parcel,
             node: self.node,
-            handler: Some(handler),
-        };
-        match self.shared.remote.schedule(move |ev| letter.deliver(ev)) {
+            handler,
+        });
+        match self.shared.remote.schedule_task(letter) {
             Ok(()) => Ok(()),
             Err(back) => {
-                // Take the parcel before the letter (inside `back`) drops.
-                let parcel = slot.lock().take().expect("the letter was never delivered");
-                drop(back);
+                let Letter { parcel, .. } = *back.into_inner();
                 // Put the subtree back where it was (its old parent is alive:
                 // only this thread could have freed it).
                 let data = match heap.attach(home, parcel) {
@@ -272,34 +268,30 @@ impl ProxySender {
 struct Delivery;
 
 /// One message on its way: the parcel, and the handler to run with it.
+/// A letter is only ever dropped unrun on the destination's thread (its loop
+/// went away with it queued: the context drops its queue), or handed back
+/// whole to the sender that could not queue it; either way the parcel, and
+/// the data in it, go on a thread that owns them.
 struct Letter<T: ?Sized, H> {
-    slot: Arc<Mutex<Option<Parcel<T>>>>,
+    parcel: Parcel<T>,
+    /// The proxy object in the destination heap.
     node: Ptr<ProxyNode>,
-    handler: Option<H>,
+    handler: H,
 }
 
-impl<T: ?Sized, H> Drop for Letter<T, H> {
-    /// A letter dropped undelivered (its loop went away with it queued):
-    /// the data goes here, on the destination's thread, not on whichever
-    /// thread happens to drop the last handle to the slot (a sender still
-    /// inside `send`).
-    fn drop(&mut self) {
-        let parcel = self.slot.lock().take();
-        drop(parcel);
-    }
-}
-
-impl<T, H> Letter<T, H>
+impl<T, H> RemoteTask for Letter<T, H>
 where
     T: ?Sized + 'static,
-    H: FnOnce(&mut Context, Ptr<T>),
+    H: FnOnce(&mut Context, Ptr<T>) + Send + 'static,
 {
     /// Runs on the destination loop.
-    fn deliver(mut self, ev: &mut Context) {
-        let Some(parcel) = self.slot.lock().take() else {
-            return;
-        };
-        if !ev.heap().contains(self.node) {
+    fn run(self: Box<Self>, ev: &mut Context) {
+        let Letter {
+            parcel,
+            node,
+            handler,
+        } = *self;
+        if !ev.heap().contains(node) {
             // The proxy was freed: undelivered data is freed here.
             drop(parcel);
             return;
@@ -314,9 +306,6 @@ where
                 let _ = heap.free(delivery);
                 return;
             }
-        };
-        let Some(handler) = self.handler.take() else {
-            return;
         };
         let result = panic::catch_unwind(AssertUnwindSafe(|| handler(ev, data)));
         // Whatever the handler did not steal goes now, even if it panicked.

@@ -1,6 +1,6 @@
 //! [`ThreadedContext`]: schedule closures on a loop from any thread.
 
-use tevent::{Context, Immediate, Remote};
+use tevent::{Context, Immediate, Remote, RemoteTask};
 
 use crate::Gone;
 
@@ -103,19 +103,28 @@ impl ThreadedContext {
     where
         H: FnOnce(&mut Context, Immediate) + Send + 'static,
     {
-        let slot = std::sync::Arc::new(parking_lot::Mutex::new(Some(handler)));
-        let inner = slot.clone();
-        let run = move |ev: &mut Context| {
-            let Some(handler) = inner.lock().take() else {
-                return;
-            };
-            if ev.heap().contains(im.erase()) {
-                handler(ev, im);
-            }
-        };
-        match self.remote.schedule(run) {
-            Ok(()) => Ok(()),
-            Err(_) => Err(Gone(slot.lock().take().expect("never ran"))),
+        let task = Box::new(ImmediateTask { im, handler });
+        self.remote
+            .schedule_task(task)
+            .map_err(|e| Gone(e.into_inner().handler))
+    }
+}
+
+/// [`ThreadedContext::schedule_immediate`]'s task: a typed task, so a
+/// refused one gives its handler back without a shared slot.
+struct ImmediateTask<H> {
+    im: Immediate,
+    handler: H,
+}
+
+impl<H> RemoteTask for ImmediateTask<H>
+where
+    H: FnOnce(&mut Context, Immediate) + Send + 'static,
+{
+    fn run(self: Box<Self>, ev: &mut Context) {
+        let ImmediateTask { im, handler } = *self;
+        if ev.heap().contains(im.erase()) {
+            handler(ev, im);
         }
     }
 }

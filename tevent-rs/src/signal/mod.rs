@@ -59,6 +59,13 @@ pub fn sa_info_queue_count() -> usize {
 /// ```
 pub trait SignalNumber {
     /// The number.
+    ///
+    /// ```
+    /// use tevent::{Signal, SignalNumber};
+    /// assert_eq!(Signal::SIGTERM.signum(), 15);
+    /// // For an `i32`, call it through the trait: `i32` has a `signum` of its own.
+    /// assert_eq!(SignalNumber::signum(15), 15);
+    /// ```
     fn signum(self) -> i32;
 }
 
