@@ -12,6 +12,21 @@ use crate::{AnyPtr, Error, IntoParent, Ptr};
 
 /// What a destructor decides: `Ok(())` lets the free go on, `Err(Refused)`
 /// keeps the object (and its subtree) alive, as a C destructor returning -1.
+///
+/// ```
+/// use talloc::{DestructorResult, Error, Refused, Talloc};
+/// // A destructor that only lets its object go once it is empty.
+/// fn only_when_empty(heap: &mut Talloc, p: talloc::Ptr<Vec<u8>>) -> DestructorResult {
+///     if heap[p].is_empty() { Ok(()) } else { Err(Refused) }
+/// }
+/// let mut heap = Talloc::new();
+/// let buf = heap.alloc(None, vec![1u8])?;
+/// heap.set_destructor(buf, only_when_empty)?;
+/// assert_eq!(heap.free(buf), Err(Error::Refused));
+/// heap[buf].clear();
+/// heap.free(buf)?;
+/// # Ok::<(), Error>(())
+/// ```
 pub type DestructorResult = Result<(), Refused>;
 
 /// A destructor's refusal to let its object be freed.

@@ -10,8 +10,31 @@ use crate::storage::{flag, Object, NIL};
 use crate::{AnyPtr, Error, Ptr, Talloc};
 
 /// The name of a reference handle, as C prints it.
+///
+/// ```
+/// use talloc::{Talloc, REFERENCE_NAME};
+/// let mut heap = Talloc::new();
+/// let data = heap.strdup(None, "shared")?;
+/// let owner = heap.new_context(None)?;
+/// heap.reference(owner, data)?;
+/// let handle = heap.children(owner)?.next().unwrap();
+/// assert_eq!(heap.name(handle)?, REFERENCE_NAME);
+/// # Ok::<(), talloc::Error>(())
+/// ```
 pub const REFERENCE_NAME: &str = ".reference";
 /// The name of a name chunk made by [`Talloc::set_name`].
+///
+/// ```
+/// use talloc::{Talloc, NAME_CHUNK_NAME};
+/// let mut heap = Talloc::new();
+/// let conn = heap.new_context(None)?;
+/// heap.set_name(conn, "conn 7")?;
+/// // The name lives in a child object of its own.
+/// let chunk = heap.children(conn)?.next().unwrap();
+/// assert_eq!(heap.name(chunk)?, NAME_CHUNK_NAME);
+/// assert_eq!(heap.name(conn)?, "conn 7");
+/// # Ok::<(), talloc::Error>(())
+/// ```
 pub const NAME_CHUNK_NAME: &str = ".name";
 
 impl Talloc {

@@ -10,6 +10,17 @@ use crate::storage::{flag, Detached, NIL};
 use crate::{AnyPtr, Error, IntoParent, Ptr, Talloc};
 
 /// Which transfer rule an object broke.
+///
+/// ```
+/// use talloc::{Talloc, TransferRule};
+/// let mut heap = Talloc::new();
+/// let pool = heap.pool(None, 256)?;
+/// let rule = |heap: &Talloc, p| heap.check_transfer(p).unwrap().map(|e| e.rule);
+/// assert_eq!(rule(&heap, pool.erase()), Some(TransferRule::InPool));
+/// let plain = heap.strdup(None, "ok")?;
+/// assert_eq!(rule(&heap, plain.erase()), None);
+/// # Ok::<(), talloc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransferRule {
     /// The object was carved from a pool (or is a pool): its memory belongs
@@ -41,6 +52,20 @@ impl fmt::Display for TransferRule {
 
 /// A refused transfer: the first offending object (in the order a report
 /// walks the subtree) and the rule it broke. The subtree is untouched.
+///
+/// ```
+/// use talloc::{Talloc, TransferRule};
+/// let mut heap = Talloc::new();
+/// let msg = heap.new_context(None)?;
+/// let part = heap.strdup(msg, "part")?;
+/// heap.set_destructor(part, |_, _| Ok(()))?;
+/// let err = heap.check_transfer(msg)?.unwrap();
+/// assert_eq!(err.object, part.erase());
+/// assert_eq!(err.name, "part"); // strdup names a string by its text, as C does
+/// assert_eq!(err.rule, TransferRule::Destructor);
+/// assert!(err.to_string().contains("destructor"));
+/// # Ok::<(), talloc::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferError {
     /// The offending object, still where it was.
@@ -138,12 +163,34 @@ impl<T: ?Sized> Parcel<T> {
     }
 
     /// Always false: a parcel holds at least its root.
+    ///
+    /// ```
+    /// # let mut heap = talloc::Talloc::new();
+    /// let p = heap.alloc(None, 1u8)?;
+    /// assert!(!heap.detach(p).unwrap().is_empty());
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 }
 
 /// A failed attach: why, and the parcel back, untouched.
+///
+/// ```
+/// use talloc::{Error, Talloc};
+/// let (mut a, mut b) = (Talloc::new(), Talloc::new());
+/// let msg = a.strdup(None, "msg")?;
+/// let parcel = a.detach(msg).unwrap();
+/// let gone = b.new_context(None)?;
+/// b.free(gone)?;
+/// // A stale parent: the parcel comes back and can go elsewhere.
+/// let err = b.attach(gone, parcel).unwrap_err();
+/// assert_eq!(err.error, Error::Stale);
+/// let msg = b.attach(None, err.parcel).unwrap();
+/// assert_eq!(&b[msg], "msg");
+/// # Ok::<(), Error>(())
+/// ```
 pub struct AttachError<T: ?Sized> {
     /// Why the parcel could not be attached.
     pub error: Error,
@@ -169,6 +216,19 @@ impl<T: ?Sized> fmt::Display for AttachError<T> {
 impl<T: ?Sized> std::error::Error for AttachError<T> {}
 
 /// A refused or impossible detach.
+///
+/// ```
+/// use talloc::{DetachError, Error, Talloc, TransferRule};
+/// let mut heap = Talloc::new();
+/// let local = heap.alloc_local(None, std::rc::Rc::new(1))?;
+/// match heap.detach(local) {
+///     Err(DetachError::Refused(e)) => assert_eq!(e.rule, TransferRule::NotSend),
+///     other => panic!("{other:?}"),
+/// }
+/// heap.free(local)?;
+/// assert_eq!(heap.detach(local).unwrap_err(), DetachError::Handle(Error::Stale));
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DetachError {
     /// The handle is no good (stale, foreign).

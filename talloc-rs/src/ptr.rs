@@ -148,6 +148,15 @@ impl<T: ?Sized> From<Ptr<T>> for AnyPtr {
 /// ```
 pub trait IntoParent {
     /// The parent, or `None` for the top level.
+    ///
+    /// ```
+    /// use talloc::IntoParent;
+    /// # let mut heap = talloc::Talloc::new();
+    /// let p = heap.alloc(None, 1u8)?;
+    /// assert_eq!(p.into_parent(), Some(p.erase()));
+    /// assert_eq!(None::<talloc::AnyPtr>.into_parent(), None);
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
     fn into_parent(self) -> Option<AnyPtr>;
 }
 

@@ -5,6 +5,16 @@ use crate::{AnyPtr, Error, Talloc};
 
 /// The children of an object, newest first (C's order); see
 /// [`Talloc::children`].
+///
+/// ```
+/// # let mut heap = talloc::Talloc::new();
+/// let dir = heap.new_context(None)?;
+/// let a = heap.strdup(dir, "a")?;
+/// let b = heap.strdup(dir, "b")?;
+/// let kids: talloc::Children<'_> = heap.children(dir)?;
+/// assert_eq!(kids.collect::<Vec<_>>(), [b.erase(), a.erase()]);
+/// # Ok::<(), talloc::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Children<'a> {
     heap: &'a Talloc,

@@ -8,6 +8,17 @@ use crate::{AnyPtr, Error, Talloc};
 
 /// Which leak report a heap prints to stderr when it is dropped with objects
 /// still alive (`talloc_enable_leak_report` / `_full`).
+///
+/// ```
+/// use talloc::LeakReport;
+/// # let mut heap = talloc::Talloc::new();
+/// let conn = heap.new_context(None)?;
+/// heap.strdup(conn, "inner")?;
+/// // The summary lists top-level objects only; the full report their trees.
+/// assert!(!heap.leak_report_text(LeakReport::Summary).contains("inner"));
+/// assert!(heap.leak_report_text(LeakReport::Full).contains("inner"));
+/// # Ok::<(), talloc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeakReport {
     /// One line per top-level object.
@@ -18,6 +29,20 @@ pub enum LeakReport {
 
 /// One line of a report walk, as `talloc_report_depth_cb` hands it to its
 /// callback.
+///
+/// ```
+/// use talloc::ReportEntry;
+/// # let mut heap = talloc::Talloc::new();
+/// let root = heap.new_context(None)?;
+/// let data = heap.strdup(None, "data")?;
+/// heap.reference(root, data)?;
+/// let mut seen = Vec::new();
+/// heap.report_depth_cb(root, None, |_, e: ReportEntry| seen.push(e))?;
+/// assert_eq!(seen.len(), 2);
+/// assert_eq!((seen[0].ptr, seen[0].depth, seen[0].is_ref), (root.erase(), 0, false));
+/// assert_eq!((seen[1].ptr, seen[1].depth, seen[1].is_ref), (data.erase(), 1, true));
+/// # Ok::<(), talloc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReportEntry {
     /// The object (for a reference, the referenced object).

@@ -66,6 +66,20 @@ impl TypeDesc {
 /// sized type, a slice `[T]` of them, or `str`.
 ///
 /// The trait is sealed: it is implemented for exactly those types.
+///
+/// ```
+/// use talloc::{AnyPtr, Object, Talloc};
+/// // Generic code over whatever a heap can hold, slices and `str` included.
+/// fn is_a<T: Object + ?Sized>(heap: &Talloc, p: AnyPtr) -> bool {
+///     heap.downcast::<T>(p).is_ok()
+/// }
+/// let mut heap = Talloc::new();
+/// let s = heap.strdup(None, "x")?.erase();
+/// let v = heap.alloc(None, 7u32)?.erase();
+/// assert!(is_a::<str>(&heap, s) && !is_a::<[u8]>(&heap, s));
+/// assert!(is_a::<u32>(&heap, v));
+/// # Ok::<(), talloc::Error>(())
+/// ```
 pub trait Object: private::Sealed + 'static {
     #[doc(hidden)]
     fn desc() -> &'static TypeDesc;

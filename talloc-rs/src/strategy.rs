@@ -58,18 +58,50 @@ pub struct Handles {
 
 impl Handles {
     /// No handles yet, an empty log.
+    ///
+    /// ```
+    /// let h = talloc::strategy::Handles::new();
+    /// assert!(h.issued.is_empty());
+    /// assert!(h.destructor_calls.borrow().is_empty());
+    /// ```
     pub fn new() -> Handles {
         Handles::default()
     }
 
     /// The handle an operand names: `issued[n % issued.len()]`, or `None`
-    /// while nothing was issued (`assert_eq!(Handles::new().pick(3), None)`).
+    /// while nothing was issued.
+    ///
+    /// ```
+    /// use talloc::strategy::Handles;
+    /// let mut heap = talloc::Talloc::new();
+    /// let mut h = Handles::new();
+    /// assert_eq!(h.pick(3), None);
+    /// let a = heap.new_context(None)?.erase();
+    /// let b = heap.new_context(None)?.erase();
+    /// h.issued = vec![a, b];
+    /// assert_eq!(h.pick(0), Some(a));
+    /// assert_eq!(h.pick(3), Some(b)); // 3 % 2
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
     pub fn pick(&self, n: usize) -> Option<AnyPtr> {
         (!self.issued.is_empty()).then(|| self.issued[n % self.issued.len()])
     }
 }
 
 /// What an [`Op::Alloc`] creates.
+///
+/// ```
+/// use talloc::strategy::{Handles, New, Op};
+/// let mut heap = talloc::Talloc::new();
+/// let mut h = Handles::new();
+/// Op::Alloc(None, New::Str("abc".into())).apply(&mut heap, &mut h)?;
+/// Op::Alloc(None, New::Bytes(3, 10)).apply(&mut heap, &mut h)?;
+/// let s = heap.downcast::<str>(h.issued[0])?;
+/// let b = heap.downcast::<[u8]>(h.issued[1])?;
+/// assert_eq!(&heap[s], "abc");
+/// assert_eq!(&heap[b], &[10, 11, 12]);
+/// # Ok::<(), talloc::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum New {
     /// `Value(v)`: `alloc(parent, v)`, a `u64`.
@@ -94,6 +126,25 @@ pub enum New {
 /// [`Handles::issued`] (see [`Handles::pick`]); a parent operand of `None` is
 /// the top level. Each variant's fields follow the arguments of the call it
 /// makes. Loops, stale handles and other refusals are part of the game.
+///
+/// ```
+/// use talloc::strategy::{Handles, New, Op};
+/// let mut heap = talloc::Talloc::new();
+/// let mut h = Handles::new();
+/// let steps = [
+///     Op::Alloc(None, New::Context),          // issued[0]
+///     Op::Alloc(Some(0), New::Value(1)),      // issued[1], under 0
+///     Op::Alloc(None, New::Context),          // issued[2]
+///     Op::Steal(Some(2), 1),                  // 1 moves under 2
+///     Op::Free(0),
+/// ];
+/// for op in &steps {
+///     op.apply(&mut heap, &mut h)?;
+/// }
+/// assert_eq!(heap.parent(h.issued[1])?, Some(h.issued[2]));
+/// assert_eq!(heap.live_objects(), 2);
+/// # Ok::<(), talloc::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// `Alloc(parent, what)`: allocates under `parent` (the top level while
@@ -138,6 +189,18 @@ pub enum Op {
 }
 
 /// What [`Op::apply`] did when it did not fail.
+///
+/// ```
+/// use talloc::strategy::{Applied, Handles, New, Op};
+/// let mut heap = talloc::Talloc::new();
+/// let mut h = Handles::new();
+/// // Nothing issued yet: there is nothing to free.
+/// assert_eq!(Op::Free(0).apply(&mut heap, &mut h), Ok(Applied::Skipped));
+/// let made = Op::Alloc(None, New::Context).apply(&mut heap, &mut h);
+/// assert_eq!(made, Ok(Applied::Done));
+/// // A context has no bytes to resize.
+/// assert_eq!(Op::Resize(0, 4).apply(&mut heap, &mut h), Ok(Applied::Skipped));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// The operation ran.
@@ -328,6 +391,18 @@ fn parent() -> impl Strategy<Value = Option<usize>> {
 }
 
 /// What to allocate: every kind of [`New`] object.
+///
+/// ```
+/// use proptest::prelude::*;
+/// use talloc::strategy::{new_object, Handles, Op};
+/// proptest!(ProptestConfig::with_cases(16), |(what in new_object())| {
+///     let mut heap = talloc::Talloc::new();
+///     let mut h = Handles::new();
+///     Op::Alloc(None, what).apply(&mut heap, &mut h).unwrap();
+///     prop_assert_eq!(h.issued.len(), 1);
+///     prop_assert!(heap.contains(h.issued[0]));
+/// });
+/// ```
 pub fn new_object() -> impl Strategy<Value = New> {
     prop_oneof![
         3 => any::<u64>().prop_map(New::Value),
@@ -392,6 +467,17 @@ pub fn ops(len: impl Into<SizeRange>) -> impl Strategy<Value = Vec<Op>> {
 /// The shape of a random tree (a forest, at times): node `i` is a byte
 /// buffer of `sizes[i]` bytes whose parent is `parents[i]`, an earlier node,
 /// or `None` for a top-level node (node 0 always is).
+///
+/// ```
+/// use talloc::strategy::TreeShape;
+/// // Two trees: 0 with its child 1, and 2 on its own.
+/// let shape = TreeShape { parents: vec![None, Some(0), None], sizes: vec![8, 4, 2] };
+/// let mut heap = talloc::Talloc::new();
+/// let nodes = shape.build(&mut heap);
+/// assert_eq!(heap.top_level().count(), 2);
+/// assert_eq!(heap.total_size(nodes[0])?, 12);
+/// # Ok::<(), talloc::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeShape {
     /// The parent of each node: an earlier node, or `None`.
@@ -403,6 +489,20 @@ pub struct TreeShape {
 impl TreeShape {
     /// The operations that build the tree on an empty [`Handles`]: node `i`
     /// becomes `issued[i]`.
+    ///
+    /// ```
+    /// use talloc::strategy::{Handles, New, Op, TreeShape};
+    /// let shape = TreeShape { parents: vec![None, Some(0)], sizes: vec![3, 5] };
+    /// let ops = shape.ops();
+    /// assert_eq!(ops, [Op::Alloc(None, New::Bytes(3, 0)), Op::Alloc(Some(0), New::Bytes(5, 1))]);
+    /// let mut heap = talloc::Talloc::new();
+    /// let mut h = Handles::new();
+    /// for op in &ops {
+    ///     op.apply(&mut heap, &mut h)?;
+    /// }
+    /// assert_eq!(heap.parent(h.issued[1])?, Some(h.issued[0]));
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
     pub fn ops(&self) -> Vec<Op> {
         let nodes = self.parents.iter().zip(&self.sizes).enumerate();
         nodes

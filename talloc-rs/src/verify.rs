@@ -7,6 +7,22 @@ use crate::storage::{flag, NIL};
 use crate::{AnyPtr, Talloc};
 
 /// The first broken invariant [`Talloc::verify`] found.
+///
+/// A heap changed only through its API never has one; property tests check
+/// that after every step:
+///
+/// ```
+/// use talloc::{Talloc, Violation};
+/// let mut heap = Talloc::new();
+/// let a = heap.new_context(None)?;
+/// heap.strdup(a, "x")?;
+/// let checked: Result<(), Violation> = heap.verify();
+/// assert_eq!(checked, Ok(()));
+/// // What a report of one would say:
+/// let v = Violation::LiveCount { reachable: 1, recorded: 2 };
+/// assert_eq!(v.to_string(), "1 objects reachable, 2 recorded alive");
+/// # Ok::<(), talloc::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Violation {

@@ -33,6 +33,23 @@ use crate::registry::Registry;
 use crate::{Context, Error};
 
 /// A closure sent to a loop from another thread.
+///
+/// ```
+/// use tevent::RemoteFn;
+/// let mut ev = tevent::Context::new()?;
+/// let jobs: Vec<RemoteFn> = vec![
+///     Box::new(|ev| { ev.heap_mut().strdup(None, "a").unwrap(); }),
+///     Box::new(|ev| { ev.heap_mut().strdup(None, "b").unwrap(); }),
+/// ];
+/// let remote = ev.remote()?;
+/// for job in jobs {
+///     remote.schedule_boxed(job)?;
+/// }
+/// ev.loop_once()?;
+/// ev.loop_once()?;
+/// assert_eq!(ev.heap().live_objects(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub type RemoteFn = Box<dyn FnOnce(&mut Context) + Send>;
 
 /// Work for a loop, sent with [`Remote::schedule_task`], which hands the
@@ -67,6 +84,18 @@ pub type RemoteFn = Box<dyn FnOnce(&mut Context) + Send>;
 /// ```
 pub trait RemoteTask: Send + 'static {
     /// Runs the task on the loop's thread, with the loop's context.
+    ///
+    /// ```
+    /// use tevent::{Context, RemoteTask};
+    /// // Every `Send` closure that takes the context is a task.
+    /// let task: Box<dyn RemoteTask> = Box::new(|ev: &mut Context| {
+    ///     ev.heap_mut().new_context(None).unwrap();
+    /// });
+    /// let mut ev = Context::new()?;
+    /// task.run(&mut ev);                       // what the loop does with it
+    /// assert_eq!(ev.heap().live_objects(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn run(self: Box<Self>, ev: &mut Context);
 }
 
@@ -151,6 +180,19 @@ impl<F> ScheduleError<F> {
     /// The closure that was not scheduled.
     ///
     /// See [`ScheduleError`] for an example.
+    ///
+    /// ```
+    /// let mut ev = tevent::Context::new()?;
+    /// let remote = ev.remote()?;
+    /// drop(ev);
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let err = remote.schedule(move |_| tx.send("ran").unwrap()).unwrap_err();
+    /// let f = err.into_inner();                 // the closure, not run
+    /// assert!(rx.try_recv().is_err());
+    /// f(&mut tevent::Context::new()?);
+    /// assert_eq!(rx.recv()?, "ran");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_inner(self) -> F {
         self.0
     }
@@ -206,6 +248,25 @@ impl Remote {
     /// own: once the context is gone, the error gives back the same box,
     /// typed, so the sender can take its contents out again. See
     /// [`RemoteTask`] for an example.
+    ///
+    /// ```
+    /// use tevent::{Context, RemoteTask};
+    /// struct Count(u32);
+    /// impl RemoteTask for Count {
+    ///     fn run(self: Box<Self>, ev: &mut Context) {
+    ///         ev.heap_mut().alloc(None, self.0).unwrap();
+    ///     }
+    /// }
+    /// let mut ev = Context::new()?;
+    /// let remote = ev.remote()?;
+    /// std::thread::spawn(move || remote.schedule_task(Box::new(Count(7))).map_err(|_| "gone").unwrap())
+    ///     .join()
+    ///     .unwrap();
+    /// ev.loop_once()?;
+    /// let p = ev.heap().top_level().next().unwrap();
+    /// assert_eq!(ev.heap()[ev.heap().downcast::<u32>(p)?], 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn schedule_task<T: RemoteTask>(&self, task: Box<T>) -> Result<(), ScheduleError<Box<T>>> {
         self.push(task).map_err(ScheduleError)
     }

@@ -100,12 +100,48 @@ impl ThreadProxy {
     }
 
     /// The proxy object's handle, to free or steal it through the heap.
+    ///
+    /// ```
+    /// let mut ev = tevent::Context::new()?;
+    /// let owner = ev.heap_mut().new_context(None)?;
+    /// let proxy = tevent_thread::ThreadProxy::new(&mut ev, None)?;
+    /// let sender = proxy.sender(&ev)?;
+    /// ev.heap_mut().steal_any(owner, proxy.erase())?;  // the proxy now lives as long as `owner`
+    /// ev.heap_mut().free(owner)?;
+    /// assert!(!sender.is_open());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn erase(self) -> AnyPtr {
         self.0.erase()
     }
 }
 
 /// The sending side of a [`ThreadProxy`]: `Send + Sync`, cheap to clone.
+///
+/// ```
+/// use tevent_thread::ThreadProxy;
+/// let mut ev = tevent::Context::new()?;
+/// let sender = ThreadProxy::new(&mut ev, None)?.sender(&ev)?;
+/// let workers: Vec<_> = (0..3u32)
+///     .map(|i| {
+///         let sender = sender.clone();            // one per thread
+///         std::thread::spawn(move || {
+///             let mut heap = talloc::Talloc::new();
+///             let n = heap.alloc(None, i).unwrap();
+///             sender.send(&mut heap, n, |ev, n| { ev.heap_mut().steal(None, n).unwrap(); }).unwrap();
+///         })
+///     })
+///     .collect();
+/// for w in workers {
+///     w.join().unwrap();
+/// }
+/// for _ in 0..3 {
+///     ev.loop_once()?;
+/// }
+/// // The proxy object and the three numbers the handlers kept.
+/// assert_eq!(ev.heap().top_level().count(), 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct ProxySender {
     shared: Arc<Shared>,
