@@ -25,6 +25,9 @@ pub enum SendError<T: ?Sized> {
     /// The data's handle (or the immediate's) is stale or foreign: nothing
     /// was sent.
     Handle(tevent::Error),
+    /// [`schedule`](crate::ProxySender::schedule) got an immediate that is
+    /// already scheduled on the sender's loop (C aborts): nothing was sent.
+    ImmediateScheduled,
     /// A transfer rule refused an object of the subtree: nothing moved, the
     /// data handle still works.
     Refused(TransferError),
@@ -44,6 +47,7 @@ impl<T: ?Sized> fmt::Debug for SendError<T> {
         match self {
             SendError::Handle(e) => f.debug_tuple("Handle").field(e).finish(),
             SendError::Refused(e) => f.debug_tuple("Refused").field(e).finish(),
+            SendError::ImmediateScheduled => f.write_str("ImmediateScheduled"),
             SendError::Gone { data } => f.debug_struct("Gone").field("data", data).finish(),
         }
     }
@@ -54,6 +58,7 @@ impl<T: ?Sized> fmt::Display for SendError<T> {
         match self {
             SendError::Handle(e) => write!(f, "cannot send: {e}"),
             SendError::Refused(e) => write!(f, "transfer refused: {e}"),
+            SendError::ImmediateScheduled => f.write_str("the immediate is already scheduled"),
             SendError::Gone { .. } => f.write_str("the destination loop is gone"),
         }
     }

@@ -285,7 +285,7 @@ impl ProxySender {
     {
         match ev.immediate_is_scheduled(im) {
             Ok(false) => {}
-            Ok(true) => return Err(SendError::Handle(tevent::Error::NoHandler)),
+            Ok(true) => return Err(SendError::ImmediateScheduled),
             Err(e) => return Err(SendError::Handle(e)),
         }
         self.send(ev.heap_mut(), data, move |ev, data| {

@@ -710,7 +710,7 @@ fn e11_schedule_refuses_a_scheduled_immediate() {
     let msg = ev.heap_mut().strdup(None, "x").unwrap();
     let before = snapshot(ev.heap(), msg);
     match sender.schedule(&mut ev, im, msg, |_, _, _| panic!("must not run")) {
-        Err(SendError::Handle(tevent::Error::NoHandler)) => {}
+        Err(SendError::ImmediateScheduled) => {}
         other => panic!("{other:?}"),
     }
     assert_eq!(snapshot(ev.heap(), msg), before);
