@@ -353,7 +353,7 @@ impl Talloc {
     /// refusal; the panic is kept for the caller to resume.
     pub(crate) fn run_destructor(&mut self, slot: u32, panic: &mut Panic) -> DestructorResult {
         let key = self.key(slot);
-        let Some(mut d) = self.rare_mut(slot).destructor.take() else {
+        let Some(mut d) = self.take_destructor(slot) else {
             return Ok(());
         };
         self.slots.node_mut(slot).flags |= flag::IN_DESTRUCTOR;
@@ -401,6 +401,16 @@ impl Talloc {
     /// [`release`](Self::release) of a node with a rare entry.
     #[inline(never)]
     fn release_rare(&mut self, slot: u32, panic: &mut Panic) {
+        // The common case: the entry only held a destructor that has run
+        // (and was taken): nothing to forget, nothing to drop.
+        if self.slots.node(slot).flags & (flag::REF_HANDLE | flag::REFERENCED | flag::LIMIT) == 0
+            && self.drop_empty_rare(slot)
+        {
+            if let Some(p) = self.slots.release(slot) {
+                keep_first(panic, p);
+            }
+            return;
+        }
         if self.slots.node(slot).has(flag::REF_HANDLE) {
             self.forget_handle(slot);
         }

@@ -261,21 +261,59 @@ impl Talloc {
         (r != NIL).then(|| &self.rare[r as usize])
     }
 
+    #[inline]
     pub(crate) fn rare_mut(&mut self, slot: u32) -> &mut Rare {
         let mut r = self.slots.node(slot).rare;
         if r == NIL {
-            r = match self.rare_free.pop() {
-                Some(r) => r,
-                None => {
-                    self.rare.push(Rare::default());
-                    (self.rare.len() - 1) as u32
-                }
-            };
-            let n = self.slots.node_mut(slot);
-            n.rare = r;
-            n.flags |= flag::RARE;
+            r = self.new_rare(slot);
         }
         &mut self.rare[r as usize]
+    }
+
+    /// Gives a node without one a (default) rare entry; returns its index.
+    #[inline(never)]
+    fn new_rare(&mut self, slot: u32) -> u32 {
+        let r = match self.rare_free.pop() {
+            Some(r) => r,
+            None => {
+                self.rare.push(Rare::default());
+                (self.rare.len() - 1) as u32
+            }
+        };
+        let n = self.slots.node_mut(slot);
+        n.rare = r;
+        n.flags |= flag::RARE;
+        r
+    }
+
+    /// Takes a node's destructor out of its rare entry (if it has either),
+    /// without creating an entry.
+    #[inline]
+    pub(crate) fn take_destructor(&mut self, slot: u32) -> Option<Destructor> {
+        let r = self.slots.node(slot).rare;
+        if r == NIL {
+            return None;
+        }
+        self.rare[r as usize].destructor.take()
+    }
+
+    /// Gives an empty rare entry (no destructor and nothing in `ext`, as
+    /// after a destructor that has run) of a node that is being released
+    /// back without moving it out and dropping it. False, and nothing
+    /// done, when the node has none or it holds something.
+    #[inline]
+    pub(crate) fn drop_empty_rare(&mut self, slot: u32) -> bool {
+        let r = self.slots.node(slot).rare;
+        if r == NIL {
+            return false;
+        }
+        let e = &self.rare[r as usize];
+        if e.destructor.is_some() || e.ext.is_some() {
+            return false;
+        }
+        self.slots.node_mut(slot).rare = NIL;
+        self.rare_free.push(r);
+        true
     }
 
     /// Gives the rare entry of a node that is being released back.

@@ -57,11 +57,14 @@ impl Talloc {
     fn steal_key(&mut self, new_parent: Option<AnyPtr>, key: Key) -> Result<(), Error> {
         let slot = self.slot(key)?;
         let dest = self.parent_slot(new_parent)?;
-        if self.slots.node(slot).has(flag::FREEING) {
+        let n = self.slots.node(slot);
+        if n.has(flag::FREEING) {
             return Err(Error::BeingFreed);
         }
         if dest != NIL {
-            if self.is_within(dest, slot) {
+            // Only a node with children is an ancestor of anything but
+            // itself: a leaf needs no walk up from `dest`.
+            if dest == slot || (n.child != NIL && self.is_within(dest, slot)) {
                 return Err(Error::Loop);
             }
             if self.slots.node(dest).has(flag::REF_HANDLE) {

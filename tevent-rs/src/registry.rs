@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::backend::{Backend, FdSet, Internal};
 use crate::immediate::Immediates;
@@ -46,7 +45,7 @@ impl Registry {
         Registry {
             backend,
             fds: FdSet::default(),
-            timers: Timers::new(Instant::now()),
+            timers: Timers::new(),
             imms: Immediates::default(),
             sigs: Signals::default(),
             remote: None,

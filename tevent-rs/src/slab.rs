@@ -111,6 +111,14 @@ impl<T> Slab<T> {
     /// The entry at an index, whatever its generation (for intrusive lists,
     /// which only hold live indices).
     #[inline]
+    pub(crate) fn at(&self, idx: u32) -> &T {
+        self.slot(idx)
+            .and_then(|s| s.val.as_ref())
+            .expect("intrusive lists hold live entries only")
+    }
+
+    /// The entry at an index, mutably (see [`at`](Slab::at)).
+    #[inline]
     pub(crate) fn at_mut(&mut self, idx: u32) -> &mut T {
         self.slot_mut(idx)
             .and_then(|s| s.val.as_mut())
@@ -140,6 +148,25 @@ impl<T> Slab<T> {
             self.free.push(id.idx);
         }
         Some(val)
+    }
+
+    /// Takes an entry out, as [`remove`](Slab::remove), handing back only
+    /// what `f` reads from it (the rest is dropped in place, not moved).
+    #[inline]
+    pub(crate) fn remove_with<R>(&mut self, id: Id, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let slot = self.slot_mut(id.idx)?;
+        if slot.gen != id.gen {
+            return None;
+        }
+        let r = f(slot.val.as_ref()?);
+        slot.val = None;
+        let retire = slot.gen == u32::MAX;
+        slot.gen = slot.gen.wrapping_add(1);
+        self.len -= 1;
+        if !retire {
+            self.free.push(id.idx);
+        }
+        Some(r)
     }
 
     /// Number of live entries.

@@ -2,16 +2,17 @@
 //!
 //! Pending timers are ordered by (deadline, insertion sequence), so equal
 //! deadlines fire in the order they were set (E5). They sit in two places:
-//! a run of timers added in deadline order (a deque: O(1) to add at its end
-//! and to take from its front, the common case of "now + a constant"), and
-//! a binary heap for the others (O(log n)); the next timer is the earlier
-//! of the two fronts. A freed or rescheduled timer leaves a dead item
-//! behind; dead items are skipped when they reach a front, and both are
+//! a run of timers added in deadline order (a doubly linked list threaded
+//! through their entries, as in C: O(1) to add at its end, to take from its
+//! front and to unlink, the common case of "now + a constant"), and a binary
+//! heap for the others (O(log n)); the next timer is the earlier of the two
+//! fronts. A timer freed or rescheduled out of the heap leaves a dead item
+//! behind; dead items are skipped when they reach the front, and the heap is
 //! rebuilt once dead items outnumber live ones.
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -83,7 +84,7 @@ impl<C> Drop for TimerNode<C> {
             let mut reg = self.reg.borrow_mut();
             (reg.timers.remove(self.id), reg.tracing.events)
         };
-        if let (true, Some(ptr)) = (traced, gone.and_then(|e| e.node)) {
+        if let (true, Some(ptr)) = (traced, gone.flatten()) {
             let t = TimerEvent { ptr, id: self.id };
             trace::event(&self.reg, TracedEvent::Timer(t), EventTrace::Detach);
         }
@@ -149,19 +150,31 @@ pub(crate) struct TimerEntry {
     fire: FireFn,
     /// Its callback runs (it is freed once it returns).
     firing: bool,
+    /// It is linked into the run (else, if queued, it is in the heap).
+    in_run: bool,
+    /// Its neighbours in the run, by slab index ([`NIL`]: none).
+    prev: u32,
+    next: u32,
 }
 
-/// One queued timer; the heap is a max-heap, so the order is reversed.
+/// No run neighbour.
+const NIL: u32 = u32::MAX;
+
+/// One timer queued in the heap, which is a max-heap, so the order is
+/// reversed.
 #[derive(PartialEq, Eq, Clone, Copy)]
 struct Item {
-    key: i64,
+    deadline: Instant,
     seq: u64,
     id: Id,
 }
 
 impl Ord for Item {
     fn cmp(&self, other: &Self) -> Ordering {
-        other.key.cmp(&self.key).then(other.seq.cmp(&self.seq))
+        other
+            .deadline
+            .cmp(&self.deadline)
+            .then(other.seq.cmp(&self.seq))
     }
 }
 
@@ -171,49 +184,30 @@ impl PartialOrd for Item {
     }
 }
 
-impl Item {
-    fn before(&self, other: &Item) -> bool {
-        (self.key, self.seq) < (other.key, other.seq)
-    }
-}
-
 /// Every timer of a context.
 pub(crate) struct Timers {
     slab: Slab<TimerEntry>,
-    /// Items in (deadline, sequence) order.
-    run: VecDeque<Item>,
+    /// The first and last timer of the run, which is in (deadline,
+    /// sequence) order, by slab index ([`NIL`]: empty).
+    head: u32,
+    tail: u32,
+    /// Timers in the run.
+    run_len: usize,
     heap: BinaryHeap<Item>,
     next_seq: u64,
     queued: usize,
-    base: Instant,
 }
 
 impl Timers {
-    pub(crate) fn new(base: Instant) -> Timers {
+    pub(crate) fn new() -> Timers {
         Timers {
             slab: Slab::default(),
-            run: VecDeque::new(),
+            head: NIL,
+            tail: NIL,
+            run_len: 0,
             heap: BinaryHeap::new(),
             next_seq: 1,
             queued: 0,
-            base,
-        }
-    }
-
-    /// The heap key of an instant: signed nanoseconds from the base
-    /// (saturating, some 292 years either way).
-    #[inline]
-    fn key(&self, t: Instant) -> i64 {
-        fn nanos(d: Duration) -> i64 {
-            i64::try_from(d.as_secs())
-                .ok()
-                .and_then(|s| s.checked_mul(1_000_000_000))
-                .and_then(|n| n.checked_add(i64::from(d.subsec_nanos())))
-                .unwrap_or(i64::MAX)
-        }
-        match t.checked_duration_since(self.base) {
-            Some(d) => nanos(d),
-            None => -nanos(self.base.duration_since(t)),
         }
     }
 
@@ -225,43 +219,82 @@ impl Timers {
     /// (Re)queues a timer at a deadline, behind every timer already queued
     /// for the same deadline.
     fn schedule(&mut self, id: Id, deadline: Instant) {
-        let key = self.key(deadline);
         let seq = self.next_seq;
         self.next_seq += 1;
         let Some(e) = self.slab.get_mut(id) else {
             return;
         };
-        if e.seq == 0 {
-            self.queued += 1;
-        }
+        let was_queued = e.seq != 0;
+        let unlink = e.in_run.then_some((e.prev, e.next));
         e.seq = seq;
         e.deadline = deadline;
-        let item = Item { key, seq, id };
-        match self.run.back() {
-            Some(last) if last.key > key => self.heap.push(item),
-            _ => self.run.push_back(item),
+        if !was_queued {
+            self.queued += 1;
+        }
+        if let Some((prev, next)) = unlink {
+            self.unlink(prev, next);
+        }
+        let tail = self.tail;
+        if tail != NIL && self.slab.at(tail).deadline > deadline {
+            let e = self.slab.at_mut(id.idx);
+            e.in_run = false;
+            self.heap.push(Item { deadline, seq, id });
+        } else {
+            let e = self.slab.at_mut(id.idx);
+            e.in_run = true;
+            e.prev = tail;
+            e.next = NIL;
+            if tail == NIL {
+                self.head = id.idx;
+            } else {
+                self.slab.at_mut(tail).next = id.idx;
+            }
+            self.tail = id.idx;
+            self.run_len += 1;
         }
         self.compact();
     }
 
-    /// Takes a timer out (its node is going).
-    pub(crate) fn remove(&mut self, id: Id) -> Option<TimerEntry> {
-        let e = self.slab.remove(id)?;
-        if e.seq != 0 {
-            self.queued -= 1;
-            self.compact();
+    /// Closes the gap a timer leaves in the run, given its neighbours.
+    #[inline]
+    fn unlink(&mut self, prev: u32, next: u32) {
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.slab.at_mut(prev).next = next;
         }
-        Some(e)
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.slab.at_mut(next).prev = prev;
+        }
+        self.run_len -= 1;
     }
 
-    /// Rebuilds the run and the heap when dead items outnumber live ones,
-    /// so that cancelled timers cannot pile up.
+    /// Takes a timer out (its node is going); its node, if it had one.
+    #[inline]
+    pub(crate) fn remove(&mut self, id: Id) -> Option<Option<AnyPtr>> {
+        let (node, queued, unlink) = self.slab.remove_with(id, |e| {
+            (e.node, e.seq != 0, e.in_run.then_some((e.prev, e.next)))
+        })?;
+        if queued {
+            self.queued -= 1;
+            match unlink {
+                Some((prev, next)) => self.unlink(prev, next),
+                None => self.compact(),
+            }
+        }
+        Some(node)
+    }
+
+    /// Rebuilds the heap when dead items outnumber live ones, so that
+    /// cancelled timers cannot pile up.
+    #[inline]
     fn compact(&mut self) {
-        let items = self.run.len() + self.heap.len();
-        if items > 64 && items > 2 * self.queued {
+        let items = self.heap.len();
+        if items > 64 && items > 2 * (self.queued - self.run_len) {
             let slab = &self.slab;
             let live = |it: &Item| slab.get(it.id).is_some_and(|e| e.seq == it.seq);
-            self.run.retain(live);
             self.heap.retain(live);
         }
     }
@@ -270,26 +303,25 @@ impl Timers {
         self.slab.get(it.id).is_some_and(|e| e.seq == it.seq)
     }
 
-    /// Drops dead items from both fronts; whether the next timer is at the
-    /// front of the run (else the heap), if there is one.
+    /// Drops dead items from the front of the heap; whether the next timer
+    /// is at the front of the run (else the heap), if there is one.
+    #[inline]
     fn front(&mut self) -> Option<bool> {
-        while let Some(it) = self.run.front() {
-            if self.live(it) {
-                break;
-            }
-            self.run.pop_front();
-        }
         while let Some(it) = self.heap.peek() {
             if self.live(it) {
                 break;
             }
             self.heap.pop();
         }
-        match (self.run.front(), self.heap.peek()) {
+        let run = (self.head != NIL).then(|| {
+            let e = self.slab.at(self.head);
+            (e.deadline, e.seq)
+        });
+        match (run, self.heap.peek()) {
             (None, None) => None,
             (Some(_), None) => Some(true),
             (None, Some(_)) => Some(false),
-            (Some(r), Some(h)) => Some(r.before(h)),
+            (Some(r), Some(h)) => Some(r < (h.deadline, h.seq)),
         }
     }
 
@@ -298,35 +330,36 @@ impl Timers {
     #[inline]
     pub(crate) fn first(&mut self) -> Option<(bool, Instant)> {
         let in_run = self.front()?;
-        let it = if in_run {
-            self.run.front()
+        let deadline = if in_run {
+            self.slab.at(self.head).deadline
         } else {
-            self.heap.peek()
-        }?;
-        self.slab.get(it.id).map(|e| (in_run, e.deadline))
+            // A live item's deadline is its entry's.
+            self.heap.peek()?.deadline
+        };
+        Some((in_run, deadline))
     }
 
     /// Dequeues the timer [`first`](Timers::first) just returned, for
     /// firing.
     #[inline]
     pub(crate) fn take_first(&mut self, in_run: bool) -> Option<(FireFn, TimerEvent, Instant)> {
-        let item = if in_run {
-            self.run.pop_front()
+        let id = if in_run {
+            let idx = self.head;
+            if idx == NIL {
+                return None;
+            }
+            let next = self.slab.at(idx).next;
+            self.unlink(NIL, next);
+            self.slab.id_at(idx)
         } else {
-            self.heap.pop()
-        }?;
-        let e = self.slab.get_mut(item.id)?;
+            self.heap.pop()?.id
+        };
+        let e = self.slab.get_mut(id)?;
         e.seq = 0;
+        e.in_run = false;
         e.firing = true;
         self.queued -= 1;
-        Some((
-            e.fire,
-            TimerEvent {
-                ptr: e.node?,
-                id: item.id,
-            },
-            e.deadline,
-        ))
+        Some((e.fire, TimerEvent { ptr: e.node?, id }, e.deadline))
     }
 }
 
@@ -399,6 +432,9 @@ impl Context {
             seq: 0,
             fire: fire::<C>,
             firing: false,
+            in_run: false,
+            prev: NIL,
+            next: NIL,
         });
         debug_assert_eq!(got, id);
         reg.timers.schedule(id, deadline);
@@ -465,6 +501,7 @@ impl Context {
     }
 
     /// The absolute deadline of `when`, reading the clock for a relative one.
+    #[inline]
     fn deadline(&mut self, when: When) -> Instant {
         match when {
             When::At(t) => t,
