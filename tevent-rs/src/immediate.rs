@@ -12,11 +12,9 @@ use std::rc::Rc;
 use talloc::{AnyPtr, IntoParent, Ptr};
 
 use crate::registry::Registry;
-use crate::slab::{Id, Slab};
+use crate::slab::{Id, Linked, List, Slab, NIL};
 use crate::trace::{self, EventTrace, TracedEvent};
 use crate::{Context, Error};
-
-const NIL: u32 = u32::MAX;
 
 /// A handle to an immediate event: a child, in the context's heap, of the
 /// parent it was created under. Freeing it (or an ancestor) cancels it.
@@ -111,30 +109,25 @@ pub(crate) struct ImmEntry {
     next: u32,
 }
 
-/// Every immediate of a context, and the FIFO queue of the scheduled ones.
-pub(crate) struct Immediates {
-    slab: Slab<ImmEntry>,
-    head: u32,
-    tail: u32,
-    queued: usize,
+impl Linked for ImmEntry {
+    #[inline(always)]
+    fn links(&mut self) -> (&mut u32, &mut u32) {
+        (&mut self.prev, &mut self.next)
+    }
 }
 
-impl Default for Immediates {
-    fn default() -> Self {
-        Immediates {
-            slab: Slab::default(),
-            head: NIL,
-            tail: NIL,
-            queued: 0,
-        }
-    }
+/// Every immediate of a context, and the FIFO queue of the scheduled ones.
+#[derive(Default)]
+pub(crate) struct Immediates {
+    slab: Slab<ImmEntry>,
+    queue: List,
 }
 
 impl Immediates {
     /// Number of immediates waiting to run.
     #[inline]
     pub(crate) fn queued(&self) -> usize {
-        self.queued
+        self.queue.len
     }
 
     #[inline]
@@ -147,37 +140,18 @@ impl Immediates {
         }
         e.queued = false;
         let (prev, next) = (e.prev, e.next);
-        if prev == NIL {
-            self.head = next;
-        } else {
-            self.slab.at_mut(prev).next = next;
-        }
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.slab.at_mut(next).prev = prev;
-        }
-        self.queued -= 1;
+        self.queue.unlink(&mut self.slab, prev, next);
     }
 
     /// Queues an immediate at the tail (moving it there if it was queued).
     #[inline]
     pub(crate) fn push_back(&mut self, id: Id) {
         self.unlink(id);
-        let tail = self.tail;
         let Some(e) = self.slab.get_mut(id) else {
             return;
         };
         e.queued = true;
-        e.prev = tail;
-        e.next = NIL;
-        if tail == NIL {
-            self.head = id.idx;
-        } else {
-            self.slab.at_mut(tail).next = id.idx;
-        }
-        self.tail = id.idx;
-        self.queued += 1;
+        self.queue.push_back(&mut self.slab, id.idx);
     }
 
     /// Takes an immediate out (its node is going).
@@ -204,10 +178,10 @@ impl Immediates {
     #[inline(always)]
     pub(crate) fn pop_front(&mut self) -> Option<Popped> {
         loop {
-            if self.head == NIL {
+            if self.queue.head == NIL {
                 return None;
             }
-            let id = self.slab.id_at(self.head);
+            let id = self.slab.id_at(self.queue.head);
             self.unlink(id);
             let e = self.slab.get_mut(id)?;
             if let Some(f) = e.once.take() {

@@ -193,6 +193,69 @@ impl<T> Slab<T> {
     }
 }
 
+/// "No entry": the end of a [`List`].
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// An entry that can sit on a [`List`]: its links to the previous and the
+/// next entry, by slab index ([`NIL`]: none).
+pub(crate) trait Linked {
+    fn links(&mut self) -> (&mut u32, &mut u32);
+}
+
+/// A first-in, first-out list threaded through the entries of a slab
+/// (immediates in their queue, timers in their run): O(1) append and
+/// removal, no allocation.
+#[derive(Debug)]
+pub(crate) struct List {
+    pub(crate) head: u32,
+    pub(crate) tail: u32,
+    pub(crate) len: usize,
+}
+
+impl Default for List {
+    fn default() -> Self {
+        List {
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
+    }
+}
+
+impl List {
+    /// Appends entry `idx`, which is on no list, at the tail.
+    #[inline(always)]
+    pub(crate) fn push_back<T: Linked>(&mut self, slab: &mut Slab<T>, idx: u32) {
+        let tail = self.tail;
+        let (prev, next) = slab.at_mut(idx).links();
+        (*prev, *next) = (tail, NIL);
+        if tail == NIL {
+            self.head = idx;
+        } else {
+            *slab.at_mut(tail).links().1 = idx;
+        }
+        self.tail = idx;
+        self.len += 1;
+    }
+
+    /// Closes the gap an entry leaves, given the neighbours it had (read
+    /// before it went: the entry itself may be gone from the slab).
+    #[inline(always)]
+    pub(crate) fn unlink<T: Linked>(&mut self, slab: &mut Slab<T>, prev: u32, next: u32) {
+        if prev == NIL {
+            self.head = next;
+        } else {
+            *slab.at_mut(prev).links().1 = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            *slab.at_mut(next).links().0 = prev;
+        }
+        self.len -= 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use talloc::{AnyPtr, IntoParent};
 
 use crate::registry::Registry;
-use crate::slab::{Id, Slab};
+use crate::slab::{Id, Linked, List, Slab, NIL};
 use crate::trace::{self, EventTrace, TracedEvent};
 use crate::{Context, Error};
 
@@ -157,9 +157,6 @@ pub(crate) struct TimerEntry {
     next: u32,
 }
 
-/// No run neighbour.
-const NIL: u32 = u32::MAX;
-
 /// One timer queued in the heap, which is a max-heap, so the order is
 /// reversed.
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -184,15 +181,19 @@ impl PartialOrd for Item {
     }
 }
 
+impl Linked for TimerEntry {
+    #[inline(always)]
+    fn links(&mut self) -> (&mut u32, &mut u32) {
+        (&mut self.prev, &mut self.next)
+    }
+}
+
 /// Every timer of a context.
 pub(crate) struct Timers {
     slab: Slab<TimerEntry>,
-    /// The first and last timer of the run, which is in (deadline,
-    /// sequence) order, by slab index ([`NIL`]: empty).
-    head: u32,
-    tail: u32,
-    /// Timers in the run.
-    run_len: usize,
+    /// The timers added in deadline order: the run, in (deadline,
+    /// sequence) order.
+    run: List,
     heap: BinaryHeap<Item>,
     next_seq: u64,
     queued: usize,
@@ -202,9 +203,7 @@ impl Timers {
     pub(crate) fn new() -> Timers {
         Timers {
             slab: Slab::default(),
-            head: NIL,
-            tail: NIL,
-            run_len: 0,
+            run: List::default(),
             heap: BinaryHeap::new(),
             next_seq: 1,
             queued: 0,
@@ -232,43 +231,18 @@ impl Timers {
             self.queued += 1;
         }
         if let Some((prev, next)) = unlink {
-            self.unlink(prev, next);
+            self.run.unlink(&mut self.slab, prev, next);
         }
-        let tail = self.tail;
+        let tail = self.run.tail;
         if tail != NIL && self.slab.at(tail).deadline > deadline {
             let e = self.slab.at_mut(id.idx);
             e.in_run = false;
             self.heap.push(Item { deadline, seq, id });
         } else {
-            let e = self.slab.at_mut(id.idx);
-            e.in_run = true;
-            e.prev = tail;
-            e.next = NIL;
-            if tail == NIL {
-                self.head = id.idx;
-            } else {
-                self.slab.at_mut(tail).next = id.idx;
-            }
-            self.tail = id.idx;
-            self.run_len += 1;
+            self.slab.at_mut(id.idx).in_run = true;
+            self.run.push_back(&mut self.slab, id.idx);
         }
         self.compact();
-    }
-
-    /// Closes the gap a timer leaves in the run, given its neighbours.
-    #[inline]
-    fn unlink(&mut self, prev: u32, next: u32) {
-        if prev == NIL {
-            self.head = next;
-        } else {
-            self.slab.at_mut(prev).next = next;
-        }
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.slab.at_mut(next).prev = prev;
-        }
-        self.run_len -= 1;
     }
 
     /// Takes a timer out (its node is going); its node, if it had one.
@@ -280,7 +254,7 @@ impl Timers {
         if queued {
             self.queued -= 1;
             match unlink {
-                Some((prev, next)) => self.unlink(prev, next),
+                Some((prev, next)) => self.run.unlink(&mut self.slab, prev, next),
                 None => self.compact(),
             }
         }
@@ -292,7 +266,7 @@ impl Timers {
     #[inline]
     fn compact(&mut self) {
         let items = self.heap.len();
-        if items > 64 && items > 2 * (self.queued - self.run_len) {
+        if items > 64 && items > 2 * (self.queued - self.run.len) {
             let slab = &self.slab;
             let live = |it: &Item| slab.get(it.id).is_some_and(|e| e.seq == it.seq);
             self.heap.retain(live);
@@ -313,8 +287,8 @@ impl Timers {
             }
             self.heap.pop();
         }
-        let run = (self.head != NIL).then(|| {
-            let e = self.slab.at(self.head);
+        let run = (self.run.head != NIL).then(|| {
+            let e = self.slab.at(self.run.head);
             (e.deadline, e.seq)
         });
         match (run, self.heap.peek()) {
@@ -331,7 +305,7 @@ impl Timers {
     pub(crate) fn first(&mut self) -> Option<(bool, Instant)> {
         let in_run = self.front()?;
         let deadline = if in_run {
-            self.slab.at(self.head).deadline
+            self.slab.at(self.run.head).deadline
         } else {
             // A live item's deadline is its entry's.
             self.heap.peek()?.deadline
@@ -344,12 +318,12 @@ impl Timers {
     #[inline]
     pub(crate) fn take_first(&mut self, in_run: bool) -> Option<(FireFn, TimerEvent, Instant)> {
         let id = if in_run {
-            let idx = self.head;
+            let idx = self.run.head;
             if idx == NIL {
                 return None;
             }
             let next = self.slab.at(idx).next;
-            self.unlink(NIL, next);
+            self.run.unlink(&mut self.slab, NIL, next);
             self.slab.id_at(idx)
         } else {
             self.heap.pop()?.id
