@@ -55,6 +55,12 @@ pub enum Error {
     TooLarge,
     /// The system allocator failed.
     OutOfMemory,
+    /// The heap holds as many objects as its handles can name (2^32 - 1
+    /// slots, less those retired because their generation ran out).
+    HeapFull,
+    /// Every heap id of the process has been handed out (2^64 - 2 heaps):
+    /// a new heap could not be told apart from an old one.
+    HeapIdsExhausted,
     /// A memory limit set with `set_memlimit` on an ancestor would be
     /// exceeded.
     MemoryLimit {
@@ -92,6 +98,8 @@ impl fmt::Display for Error {
             Error::NotAParent => f.write_str("the context is not a parent of the object"),
             Error::TooLarge => f.write_str("the size is too large"),
             Error::OutOfMemory => f.write_str("out of memory"),
+            Error::HeapFull => f.write_str("the heap has no free slot left"),
+            Error::HeapIdsExhausted => f.write_str("no heap id is left in this process"),
             Error::MemoryLimit { context } => {
                 write!(f, "the memory limit of {context:?} would be exceeded")
             }
@@ -111,6 +119,8 @@ impl From<crate::storage::StoreError> for Error {
         match e {
             crate::storage::StoreError::TooLarge => Error::TooLarge,
             crate::storage::StoreError::OutOfMemory => Error::OutOfMemory,
+            crate::storage::StoreError::Full => Error::HeapFull,
+            crate::storage::StoreError::WrongKind => Error::NotResizable,
         }
     }
 }

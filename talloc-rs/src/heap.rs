@@ -2,12 +2,10 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::num::NonZeroU32;
 use std::ops::{Index, IndexMut};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::ptr::Key;
-use crate::storage::{flag, marker_desc, Object, Slots, NIL};
+use crate::storage::{flag, marker_desc, Object, Slots, HEAP_IDS, NIL};
 use crate::{AnyPtr, Error, IntoParent, Ptr};
 
 /// What a destructor decides: `Ok(())` lets the free go on, `Err(Refused)`
@@ -118,8 +116,6 @@ impl std::ops::DerefMut for Rare {
 #[derive(Debug)]
 pub struct Pool(());
 
-static NEXT_HEAP_ID: AtomicU32 = AtomicU32::new(1);
-
 /// A hierarchical heap in the style of Samba's talloc.
 ///
 /// Every object has at most one parent; freeing an object frees its whole
@@ -143,7 +139,6 @@ static NEXT_HEAP_ID: AtomicU32 = AtomicU32::new(1);
 /// # Ok::<(), talloc::Error>(())
 /// ```
 pub struct Talloc {
-    id: NonZeroU32,
     pub(crate) slots: Slots,
     rare: Vec<Rare>,
     rare_free: Vec<u32>,
@@ -162,7 +157,7 @@ impl Default for Talloc {
 impl fmt::Debug for Talloc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Talloc")
-            .field("id", &self.id)
+            .field("id", &self.slots.id().get())
             .field("live_objects", &self.slots.live())
             .finish()
     }
@@ -175,17 +170,37 @@ impl Talloc {
     /// let heap = talloc::Talloc::new();
     /// assert_eq!(heap.live_objects(), 0);
     /// ```
+    ///
+    /// # Panics
+    /// Once the process has made 2^64 - 2 heaps (centuries at a heap a
+    /// nanosecond); [`try_new`](Talloc::try_new) returns an error instead.
     pub fn new() -> Talloc {
-        let id = NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
-        Talloc {
-            id: NonZeroU32::new(id).expect("heap ids never wrap to 0 in practice"),
-            slots: Slots::new(),
+        match Talloc::try_new() {
+            Ok(heap) => heap,
+            Err(e) => panic!("talloc: {e}"),
+        }
+    }
+
+    /// An empty heap, or [`Error::HeapIdsExhausted`] once the process has
+    /// made 2^64 - 2 heaps. Every heap gets an id that no other heap of the
+    /// process ever had, so a handle is never taken for another heap's
+    /// (C's pointers have no such check; a 32-bit counter would wrap).
+    ///
+    /// ```
+    /// let heap = talloc::Talloc::try_new()?;
+    /// assert_eq!(heap.live_objects(), 0);
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
+    pub fn try_new() -> Result<Talloc, Error> {
+        let id = HEAP_IDS.take().ok_or(Error::HeapIdsExhausted)?;
+        Ok(Talloc {
+            slots: Slots::new(id),
             rare: Vec::new(),
             rare_free: Vec::new(),
             limits: 0,
             leak_report: None,
             _single_thread: PhantomData,
-        }
+        })
     }
 
     /// Number of live objects in the heap (reference handles and name chunks
@@ -205,11 +220,7 @@ impl Talloc {
 
     #[inline(always)]
     pub(crate) fn key(&self, slot: u32) -> Key {
-        Key {
-            heap: self.id,
-            slot,
-            gen: self.slots.node(slot).gen,
-        }
+        self.slots.key(slot)
     }
 
     #[inline]
@@ -222,13 +233,7 @@ impl Talloc {
     /// The slot of a live object, or why the handle is no good.
     #[inline(always)]
     pub(crate) fn slot(&self, key: Key) -> Result<u32, Error> {
-        if key.heap != self.id {
-            return Err(Error::ForeignHeap);
-        }
-        match self.slots.get(key.slot) {
-            Some(n) if n.gen == key.gen => Ok(key.slot),
-            _ => Err(Error::Stale),
-        }
+        self.slots.lookup(key)
     }
 
     /// The slot of a parent, or NIL for the top level.
@@ -466,7 +471,7 @@ impl Talloc {
         let (parent, pool) = self.home(parent.into_parent())?;
         let slot = self
             .slots
-            .insert_marker(marker_desc::<()>(), flag::CONTEXT, pool);
+            .insert_marker(marker_desc::<()>(), flag::CONTEXT, pool)?;
         self.adopt(parent, slot)
     }
 
@@ -653,11 +658,7 @@ impl Talloc {
     ) -> Result<(), Error> {
         let slot = self.slot(p.key)?;
         let new_size = new_len.saturating_mul(std::mem::size_of::<T>());
-        // SAFETY: a live `Ptr<[T]>` names a node holding a `[T]`
-        // (storage invariant 2).
-        self.resize_checked(slot, new_size, |heap| unsafe {
-            heap.slots.resize(slot, new_len, f)
-        })
+        self.resize_checked(slot, new_size, |heap| heap.slots.resize(slot, new_len, f))
     }
 
     /// Resizes an array, filling new elements with `T::default()`.
@@ -731,8 +732,14 @@ impl Talloc {
     /// ```
     pub fn pool(&mut self, parent: impl IntoParent, size: usize) -> Result<Ptr<Pool>, Error> {
         let (parent, _) = self.home(parent.into_parent())?;
-        let region = self.slots.new_region(size)?;
-        let slot = self.slots.insert_marker(marker_desc::<Pool>(), 0, None);
+        let slot = self.slots.insert_marker(marker_desc::<Pool>(), 0, None)?;
+        let region = match self.slots.new_region(size) {
+            Ok(region) => region,
+            Err(e) => {
+                let _ = self.slots.release(slot);
+                return Err(e.into());
+            }
+        };
         self.slots.mark_pool(slot, region);
         if self.limits > 0 && parent != NIL {
             if let Err(e) = self.charge(parent, size) {
@@ -858,10 +865,7 @@ impl Talloc {
     /// ```
     #[inline]
     pub fn get<T: Object + ?Sized>(&self, p: Ptr<T>) -> Result<&T, Error> {
-        let slot = self.slot(p.key)?;
-        // SAFETY: the handle's generation matches a live node, which holds a
-        // `T` (storage invariant 2).
-        Ok(unsafe { self.slots.value::<T>(slot) })
+        self.slots.value_of(p.key)
     }
 
     /// The value behind a handle, mutably.
@@ -875,9 +879,7 @@ impl Talloc {
     /// ```
     #[inline]
     pub fn get_mut<T: Object + ?Sized>(&mut self, p: Ptr<T>) -> Result<&mut T, Error> {
-        let slot = self.slot(p.key)?;
-        // SAFETY: as in `get`; `&mut self` makes the borrow unique.
-        Ok(unsafe { self.slots.value_mut::<T>(slot) })
+        self.slots.value_of_mut(p.key)
     }
 
     /// The typed handle of an object, if it is a `T`

@@ -473,6 +473,12 @@ impl Talloc {
             Ok(d) => d,
             Err(error) => return Err(AttachError { error, parcel }),
         };
+        if parcel.entries.len() > self.slots.vacancies() as usize {
+            return Err(AttachError {
+                error: Error::HeapFull,
+                parcel,
+            });
+        }
         let mut entries = parcel.entries;
         let slots: Vec<u32> = entries
             .iter_mut()

@@ -3,12 +3,13 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
-use std::num::NonZeroU32;
+
+use crate::storage::HeapId;
 
 /// The identity of one object: heap, slot and the slot's generation.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Key {
-    pub(crate) heap: NonZeroU32,
+    pub(crate) heap: HeapId,
     pub(crate) slot: u32,
     pub(crate) gen: u32,
 }
@@ -16,7 +17,7 @@ pub(crate) struct Key {
 /// A typed handle to an object of type `T` in a [`Talloc`](crate::Talloc)
 /// heap.
 ///
-/// A `Ptr` is 12 bytes and `Copy`. It is not a Rust reference: it borrows
+/// A `Ptr` is 16 bytes and `Copy`. It is not a Rust reference: it borrows
 /// nothing, and it stays safe to use after its object is freed or moved to
 /// another heap, where every access returns [`Error::Stale`](crate::Error::Stale).
 /// A handle used on another heap returns
@@ -123,7 +124,9 @@ impl fmt::Debug for Key {
         write!(
             f,
             "(heap {}, slot {}, gen {})",
-            self.heap, self.slot, self.gen
+            self.heap.get(),
+            self.slot,
+            self.gen
         )
     }
 }

@@ -12,14 +12,70 @@
 //!    that node by an allocation of `T` (or a checked downcast to `T`), and no
 //!    operation changes the type of a live node. So the stored type is `T`.
 //! 3. A free node holds no value: its payload bytes are never read.
+//! 4. A heap id names one heap for the life of the process: [`HeapId`]s come
+//!    from one 64-bit counter that refuses to go on rather than wrap, so a
+//!    handle of one heap never matches a slot of another.
+//! 5. A slot's generation is never reused: a slot whose generation would
+//!    wrap is retired, never handed out again.
+//!
+//! Invariant 2 is upheld outside this module by every place that mints a
+//! typed handle with `Ptr::from_key`: `heap.rs` (allocation, downcasts),
+//! `parcel.rs` (attach), `names.rs` (`find_parent_by_type`) and `free.rs`
+//! (a destructor gets the handle it was set for). Each mints a `Ptr<T>` only
+//! for a node it has just stored a `T` in, or whose type id it checked.
+//! Invariants 4 and 5 are upheld here alone: [`Slots::lookup`] is the only
+//! check of a handle against a heap.
 
 use std::alloc::{self, Layout};
 use std::any::TypeId;
 use std::mem::{self, MaybeUninit};
+use std::num::NonZeroU64;
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ptr::Key;
+use crate::Error;
 
 /// "No slot": the end of a list, or no parent.
 pub(crate) const NIL: u32 = u32::MAX;
+
+/// The identity of one heap, unique for the life of the process
+/// (invariant 4).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct HeapId(NonZeroU64);
+
+impl HeapId {
+    pub(crate) fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// Hands out heap ids: each at most once, in increasing order, and none
+/// once the counter has reached its end (it never wraps).
+pub(crate) struct IdSource {
+    next: AtomicU64,
+}
+
+impl IdSource {
+    pub(crate) const fn starting_at(first: NonZeroU64) -> IdSource {
+        IdSource {
+            next: AtomicU64::new(first.get()),
+        }
+    }
+
+    /// A fresh id, or `None` once every id has been handed out. At one heap
+    /// a nanosecond the 64-bit space lasts over 500 years.
+    pub(crate) fn take(&self) -> Option<HeapId> {
+        self.next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .ok()
+            .and_then(NonZeroU64::new)
+            .map(HeapId)
+    }
+}
+
+/// The process-wide source of heap ids.
+pub(crate) static HEAP_IDS: IdSource = IdSource::starting_at(NonZeroU64::MIN);
 
 /// Values of at most this many bytes (and alignment at most 8) live inside
 /// their node, with no allocator call.
@@ -197,9 +253,26 @@ struct OutOfLine {
     cap: u32,
 }
 
+/// The bytes of an inline value, aligned for any type that may live inline
+/// (alignment at most 8). The alignment is on the type itself, not only on
+/// the node around it, so the bytes keep it wherever they are moved: into a
+/// [`Detached`] value, an enum, a `Vec`.
+#[derive(Clone, Copy)]
 #[repr(C, align(8))]
+struct InlineBytes([MaybeUninit<u8>; INLINE_BYTES]);
+
+impl InlineBytes {
+    const UNINIT: InlineBytes = InlineBytes([MaybeUninit::uninit(); INLINE_BYTES]);
+    const ZERO: InlineBytes = InlineBytes([MaybeUninit::new(0); INLINE_BYTES]);
+
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.0.as_mut_ptr().cast()
+    }
+}
+
+#[repr(C)]
 union Payload {
-    inline: [MaybeUninit<u8>; INLINE_BYTES],
+    inline: InlineBytes,
     out: OutOfLine,
 }
 
@@ -269,7 +342,7 @@ impl Node {
             rare: NIL,
             desc: marker_desc::<()>(),
             payload: Payload {
-                inline: [MaybeUninit::uninit(); INLINE_BYTES],
+                inline: InlineBytes::UNINIT,
             },
         }
     }
@@ -344,6 +417,13 @@ const REGION_ALIGN: usize = 16;
 
 /// Every node of one heap, plus the pool regions.
 pub(crate) struct Slots {
+    /// The heap these slots belong to: handles must carry it.
+    id: HeapId,
+    /// Slots that may ever be handed out: `NIL` (the whole index space)
+    /// except in tests of a full heap.
+    cap: u32,
+    /// Slots whose generation ran out (invariant 5).
+    retired: u32,
     /// Fixed-size chunks: the index inside a chunk needs no bounds check.
     chunks: Vec<Box<[Node; CHUNK]>>,
     /// Head of the free list (through `Node::next`), or NIL.
@@ -360,6 +440,10 @@ pub(crate) struct Slots {
 pub(crate) enum StoreError {
     TooLarge,
     OutOfMemory,
+    /// Every slot index is live or retired.
+    Full,
+    /// The node does not hold the type the operation is for.
+    WrongKind,
 }
 
 #[inline]
@@ -379,8 +463,11 @@ fn align_up(x: usize, a: usize) -> usize {
 }
 
 impl Slots {
-    pub(crate) fn new() -> Slots {
+    pub(crate) fn new(id: HeapId) -> Slots {
         Slots {
+            id,
+            cap: NIL,
+            retired: 0,
             chunks: Vec::new(),
             free: NIL,
             high: 0,
@@ -393,6 +480,80 @@ impl Slots {
     /// Number of live nodes.
     pub(crate) fn live(&self) -> u32 {
         self.live
+    }
+
+    /// The heap these slots belong to.
+    pub(crate) fn id(&self) -> HeapId {
+        self.id
+    }
+
+    /// The handle of a live slot.
+    #[inline(always)]
+    pub(crate) fn key(&self, slot: u32) -> Key {
+        Key {
+            heap: self.id,
+            slot,
+            gen: self.node(slot).gen,
+        }
+    }
+
+    /// The slot a handle names, if it is this heap's and still live
+    /// (invariants 4 and 5 make the match exact).
+    #[inline(always)]
+    pub(crate) fn lookup(&self, key: Key) -> Result<u32, Error> {
+        if key.heap != self.id {
+            return Err(Error::ForeignHeap);
+        }
+        match self.get(key.slot) {
+            Some(n) if n.gen == key.gen => Ok(key.slot),
+            _ => Err(Error::Stale),
+        }
+    }
+
+    /// The value a typed handle names.
+    #[inline]
+    pub(crate) fn value_of<T: Object + ?Sized>(&self, key: Key) -> Result<&T, Error> {
+        let slot = self.lookup(key)?;
+        debug_assert!(self.holds::<T>(slot), "a Ptr<T> names a T (invariant 2)");
+        // SAFETY: the key matches a live node of this heap, and a typed
+        // handle's node holds a `T` (invariant 2).
+        Ok(unsafe { self.value::<T>(slot) })
+    }
+
+    /// The value a typed handle names, mutably.
+    #[inline]
+    pub(crate) fn value_of_mut<T: Object + ?Sized>(&mut self, key: Key) -> Result<&mut T, Error> {
+        let slot = self.lookup(key)?;
+        debug_assert!(self.holds::<T>(slot), "a Ptr<T> names a T (invariant 2)");
+        // SAFETY: as in `value_of`; `&mut self` makes the borrow unique.
+        Ok(unsafe { self.value_mut::<T>(slot) })
+    }
+
+    /// Whether a live node's stored type is `T`.
+    pub(crate) fn holds<T: Object + ?Sized>(&self, slot: u32) -> bool {
+        (self.node(slot).desc.type_id)() == TypeId::of::<T>()
+    }
+
+    /// Lowers the number of slots the heap may hand out, so that tests can
+    /// fill a heap.
+    #[cfg(test)]
+    pub(crate) fn set_capacity(&mut self, cap: u32) {
+        self.cap = cap.max(self.high);
+    }
+
+    /// How many more nodes the heap can hold.
+    pub(crate) fn vacancies(&self) -> u32 {
+        self.cap - self.live - self.retired
+    }
+
+    /// `Ok` if a slot can be claimed.
+    #[inline(always)]
+    fn vacancy(&self) -> Result<(), StoreError> {
+        if self.free != NIL || self.high < self.cap {
+            Ok(())
+        } else {
+            Err(StoreError::Full)
+        }
     }
 
     /// Number of slots ever handed out: every live slot is below it.
@@ -432,14 +593,15 @@ impl Slots {
     }
 
     /// Takes a vacant slot and makes it a live, unlinked node holding nothing
-    /// yet (`len` 0, inline): the caller stores the value next.
+    /// yet (`len` 0, inline): the caller stores the value next. The caller
+    /// has checked [`vacancy`](Self::vacancy) before changing anything.
     #[inline(always)]
     fn claim(&mut self, desc: &'static TypeDesc, flags: u32) -> u32 {
         let slot = if self.free != NIL {
             self.free
         } else {
             let slot = self.high;
-            assert!(slot != NIL, "talloc: heap full (2^32 - 1 slots)");
+            debug_assert!(slot < self.cap, "claim without a vacancy");
             if (slot & CHUNK_MASK) == 0 {
                 self.grow();
             }
@@ -535,7 +697,7 @@ impl Slots {
         let n = self.node_mut(slot);
         if n.has(flag::INLINE) {
             // Zero the whole inline area: a fixed-size store, no `memset` call.
-            n.payload.inline = [MaybeUninit::new(0); INLINE_BYTES];
+            n.payload.inline = InlineBytes::ZERO;
         } else {
             // SAFETY: `reserve` returned room for `len` bytes at `data`.
             unsafe { ptr::write_bytes(data, 0, len) };
@@ -571,7 +733,8 @@ impl Slots {
         desc: &'static TypeDesc,
         flags: u32,
         pool: Option<u32>,
-    ) -> u32 {
+    ) -> Result<u32, StoreError> {
+        self.vacancy()?;
         let slot = self.claim(desc, flags);
         self.node_mut(slot).len = 1;
         if let Some(r) =
@@ -590,7 +753,7 @@ impl Slots {
                 cap: 0,
             };
         }
-        slot
+        Ok(slot)
     }
 
     /// Claims a slot and room for `len` elements; returns the slot and where
@@ -603,6 +766,7 @@ impl Slots {
         pool: Option<u32>,
         flags: u32,
     ) -> Result<(u32, *mut u8), StoreError> {
+        self.vacancy()?;
         // The common cases first, inlined: a small value outside pools, or
         // a value that fits in its pool.
         if desc.elem_align <= 8 {
@@ -771,6 +935,7 @@ impl Slots {
         flags: u32,
         extra: usize,
     ) -> Result<u32, StoreError> {
+        self.vacancy()?;
         let desc = <T as Object>::desc();
         let lay = layout(desc, 1)?;
         let size = align_up(lay.size(), 16)
@@ -836,6 +1001,8 @@ impl Slots {
         n.next = if reuse { free } else { NIL };
         if reuse {
             self.free = slot;
+        } else {
+            self.retired += 1;
         }
         if !desc.needs_drop {
             if flags & flag::INLINE != 0 {
@@ -941,7 +1108,7 @@ impl Slots {
     /// # Safety
     /// The node must be live and hold a `T` (invariant 2: the caller checked
     /// the handle's generation, or the descriptor's type id).
-    pub(crate) unsafe fn value<T: Object + ?Sized>(&self, slot: u32) -> &T {
+    unsafe fn value<T: Object + ?Sized>(&self, slot: u32) -> &T {
         let n = self.node(slot);
         // SAFETY: per the caller, the node holds a `T` with `len` elements.
         unsafe { &*T::from_raw(n.data(), n.len) }
@@ -951,7 +1118,7 @@ impl Slots {
     ///
     /// # Safety
     /// As for [`Slots::value`].
-    pub(crate) unsafe fn value_mut<T: Object + ?Sized>(&mut self, slot: u32) -> &mut T {
+    unsafe fn value_mut<T: Object + ?Sized>(&mut self, slot: u32) -> &mut T {
         let n = self.node_mut(slot);
         let len = n.len;
         // SAFETY: per the caller, the node holds a `T`; the pointer comes
@@ -971,14 +1138,30 @@ impl Slots {
         Some(unsafe { &*<str as Object>::from_raw(n.data(), n.len) })
     }
 
-    /// Resizes a live slice or string node to `new_len` elements, keeping the
-    /// first `min(len, new_len)`. Elements past the old length are made by
-    /// `fill`; elements past the new length are dropped. The node stays where
-    /// it is in the tree; it may leave its pool (returns the region it left).
+    /// Resizes a live `[T]` node to `new_len` elements, keeping the first
+    /// `min(len, new_len)`. Elements past the old length are made by `fill`;
+    /// elements past the new length are dropped. The node stays where it is
+    /// in the tree; it may leave its pool (returns the region it left).
+    pub(crate) fn resize<T: 'static>(
+        &mut self,
+        slot: u32,
+        new_len: usize,
+        fill: impl FnMut(usize) -> T,
+    ) -> Result<Option<u32>, StoreError> {
+        let n = self.node(slot);
+        if !n.is_live() || n.desc.kind != Kind::Slice || !self.holds::<[T]>(slot) {
+            return Err(StoreError::WrongKind);
+        }
+        // SAFETY: the node is live and holds a `[T]`, checked just above.
+        unsafe { self.resize_unchecked(slot, new_len, fill) }
+    }
+
+    /// [`resize`](Self::resize) without the type check.
     ///
     /// # Safety
-    /// The node must be live and hold a `[T]` (or `str` with `T = u8`).
-    pub(crate) unsafe fn resize<T: 'static>(
+    /// The node must be live and hold a `[T]` (or `str` with `T = u8`, whose
+    /// caller keeps the bytes UTF-8 and NUL-terminated).
+    unsafe fn resize_unchecked<T: 'static>(
         &mut self,
         slot: u32,
         new_len: usize,
@@ -1065,14 +1248,18 @@ impl Slots {
 
     /// Appends bytes to a live string node (before its NUL).
     pub(crate) fn str_append(&mut self, slot: u32, extra: &str) -> Result<Option<u32>, StoreError> {
+        let n = self.node(slot);
+        if !n.is_live() || n.desc.kind != Kind::Str {
+            return Err(StoreError::WrongKind);
+        }
         let old_len = self.node(slot).len as usize; // includes the NUL
         let new_len = old_len
             .checked_add(extra.len())
             .ok_or(StoreError::TooLarge)?;
-        // SAFETY: string nodes hold `len` bytes (u8 elements); the NUL at
-        // old_len-1 is overwritten below, the new tail filled with `extra`
-        // and a NUL.
-        let left = unsafe { self.resize::<u8>(slot, new_len, |_| 0)? };
+        // SAFETY: the node is a live string (checked above), which holds
+        // `len` bytes; the NUL at old_len-1 is overwritten below, the new
+        // tail filled with `extra` and a NUL.
+        let left = unsafe { self.resize_unchecked::<u8>(slot, new_len, |_| 0)? };
         let data = self.node_mut(slot).data_mut();
         // SAFETY: the node now holds `new_len` bytes; we write the range
         // [old_len-1, new_len) which is inside it.
@@ -1140,8 +1327,9 @@ pub(crate) struct Detached {
 }
 
 enum DetachedStore {
-    /// The value's bytes, copied out of the node (a Rust move).
-    Inline([MaybeUninit<u8>; INLINE_BYTES]),
+    /// The value's bytes, copied out of the node (a Rust move). They stay
+    /// 8-aligned wherever the `Detached` is moved (see [`InlineBytes`]).
+    Inline(InlineBytes),
     /// The value's own allocation, handed over as is.
     Heap { ptr: NonNull<u8>, cap: u32 },
 }
@@ -1157,13 +1345,13 @@ impl Detached {
         Detached {
             desc: marker_desc::<()>(),
             len: 0,
-            store: DetachedStore::Inline([MaybeUninit::uninit(); INLINE_BYTES]),
+            store: DetachedStore::Inline(InlineBytes::UNINIT),
         }
     }
 
     fn data(&mut self) -> *mut u8 {
         match &mut self.store {
-            DetachedStore::Inline(b) => b.as_mut_ptr().cast(),
+            DetachedStore::Inline(b) => b.as_mut_ptr(),
             DetachedStore::Heap { ptr, .. } => ptr.as_ptr(),
         }
     }
@@ -1216,8 +1404,10 @@ impl Slots {
         Detached { desc, len, store }
     }
 
-    /// Makes a new unlinked node holding a detached value.
+    /// Makes a new unlinked node holding a detached value. The caller has
+    /// checked that there are enough [`vacancies`](Self::vacancies).
     pub(crate) fn attach_value(&mut self, d: Detached, flags: u32) -> u32 {
+        debug_assert!(self.vacancy().is_ok());
         let d = mem::ManuallyDrop::new(d);
         let slot = self.claim(d.desc, flags);
         let n = self.node_mut(slot);
@@ -1242,6 +1432,11 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Talloc;
+
+    fn fresh() -> Slots {
+        Slots::new(HEAP_IDS.take().unwrap())
+    }
 
     #[test]
     fn node_is_compact() {
@@ -1252,7 +1447,7 @@ mod tests {
 
     #[test]
     fn chunks_never_move_nodes() {
-        let mut s = Slots::new();
+        let mut s = fresh();
         let first = s.insert(7u64, 0, None).unwrap();
         let addr = s.node(first) as *const Node;
         for i in 0..(3 * CHUNK) {
@@ -1265,9 +1460,9 @@ mod tests {
 
     #[test]
     fn region_is_released_when_last_object_goes() {
-        let mut s = Slots::new();
+        let mut s = fresh();
         let region = s.new_region(1024).unwrap();
-        let pool = s.insert_marker(marker_desc::<()>(), 0, None);
+        let pool = s.insert_marker(marker_desc::<()>(), 0, None).unwrap();
         s.mark_pool(pool, region);
         let a = s.insert([1u8; 100], 0, Some(region)).unwrap();
         assert_eq!(s.region_usage(region).unwrap().2, 2);
@@ -1275,5 +1470,76 @@ mod tests {
         assert_eq!(s.live_regions(), 1, "a member keeps the region");
         let _ = s.release(a);
         assert_eq!(s.live_regions(), 0);
+    }
+
+    #[test]
+    fn inline_bytes_keep_their_alignment_when_moved() {
+        assert!(mem::align_of::<InlineBytes>() >= 8);
+        assert!(mem::align_of::<DetachedStore>() >= 8);
+        let mut s = fresh();
+        let slot = s.insert((1u64, 2u64), 0, None).unwrap();
+        let mut d = vec![s.detach_value(slot)];
+        d.push(Detached::empty());
+        for d in &mut d {
+            assert_eq!(d.data() as usize % 8, 0);
+        }
+    }
+
+    #[test]
+    fn heap_ids_are_never_handed_out_twice() {
+        let ids = IdSource::starting_at(NonZeroU64::new(u64::MAX - 3).unwrap());
+        let taken: Vec<u64> = std::iter::from_fn(|| ids.take().map(HeapId::get)).collect();
+        assert_eq!(taken, [u64::MAX - 3, u64::MAX - 2, u64::MAX - 1]);
+        // Exhausted for good: the counter neither wraps nor panics.
+        assert!(ids.take().is_none());
+        assert!(ids.take().is_none());
+    }
+
+    #[test]
+    fn a_full_heap_is_an_error_that_changes_nothing() {
+        let mut heap = Talloc::new();
+        let root = heap.new_context(None).unwrap();
+        let pool = heap.pool(root, 1024).unwrap();
+        heap.slots.set_capacity(2);
+        assert_eq!(heap.alloc(root, 1u8), Err(Error::HeapFull));
+        assert_eq!(heap.zeroed(pool, 8), Err(Error::HeapFull));
+        assert_eq!(heap.strdup(None, "x"), Err(Error::HeapFull));
+        assert_eq!(heap.new_context(None), Err(Error::HeapFull));
+        assert_eq!(heap.pool(None, 64).map(|_| ()), Err(Error::HeapFull));
+        assert_eq!(heap.reference(root, pool).map(|_| ()), Err(Error::HeapFull));
+        assert_eq!(heap.live_objects(), 2);
+        assert_eq!(heap.verify(), Ok(()));
+
+        // A parcel that does not fit is handed back whole.
+        let mut other = Talloc::new();
+        let a = other.alloc(None, String::from("a")).unwrap();
+        other.alloc(a, 2u32).unwrap();
+        let parcel = other.detach(a).unwrap();
+        heap.free(pool).unwrap();
+        let back = heap.attach(None, parcel).unwrap_err();
+        assert_eq!(back.error, Error::HeapFull);
+        assert_eq!(heap.live_objects(), 1);
+        let a = other
+            .attach(None, back.parcel)
+            .map_err(|e| e.error)
+            .unwrap();
+        assert_eq!(other[a], "a");
+        assert_eq!(heap.verify(), Ok(()));
+    }
+
+    #[test]
+    fn a_slot_whose_generation_runs_out_is_retired() {
+        let mut s = fresh();
+        let slot = s.insert(1u8, 0, None).unwrap();
+        // The last live generation a slot may have.
+        s.node_mut(slot).gen = u32::MAX - 2;
+        let key = s.key(slot);
+        let _ = s.release(slot);
+        assert_eq!(s.retired, 1);
+        assert_eq!(s.lookup(key), Err(Error::Stale));
+        s.set_capacity(1);
+        assert_eq!(s.vacancies(), 0);
+        assert_eq!(s.insert(2u8, 0, None), Err(StoreError::Full));
+        assert_eq!(s.lookup(key), Err(Error::Stale));
     }
 }

@@ -200,9 +200,9 @@ impl Talloc {
         if owner != NIL && self.slots.node(owner).has(flag::REF_HANDLE) {
             return Err(Error::IsReference);
         }
-        let handle = self
-            .slots
-            .insert_marker(marker_desc::<Reference>(), flag::REF_HANDLE, None);
+        let handle =
+            self.slots
+                .insert_marker(marker_desc::<Reference>(), flag::REF_HANDLE, None)?;
         self.rare_mut(handle).target = Some(p.key);
         self.link(owner, handle);
         self.rare_mut(target).refs.push(handle);

@@ -64,6 +64,9 @@ pub enum Error {
     NotInProgress,
     /// The queue is running: stop it before untriggering an entry.
     QueueRunning,
+    /// The context holds as many events of this kind as its handles can
+    /// name (2^32 - 1, less slots retired because their generation ran out).
+    TooManyEvents,
     /// A system call of the backend failed.
     Os(Errno),
 }
@@ -89,6 +92,7 @@ impl fmt::Display for Error {
             Error::NoHandler => f.write_str("the immediate has no handler"),
             Error::NotInProgress => f.write_str("the request has already finished"),
             Error::QueueRunning => f.write_str("the queue is running"),
+            Error::TooManyEvents => f.write_str("the context has no room for another event"),
             Error::Os(e) => write!(f, "system call failed: {e}"),
         }
     }

@@ -7,6 +7,7 @@
 //! entries, so cancel and reschedule are O(1).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use talloc::{AnyPtr, IntoParent, Ptr};
@@ -109,6 +110,21 @@ pub(crate) struct ImmEntry {
     next: u32,
 }
 
+impl ImmEntry {
+    /// An entry on no queue, with no handler yet.
+    fn idle(once: Option<OnceFn>) -> ImmEntry {
+        ImmEntry {
+            node: None,
+            handler: None,
+            once,
+            running: false,
+            queued: false,
+            prev: NIL,
+            next: NIL,
+        }
+    }
+}
+
 impl Linked for ImmEntry {
     #[inline(always)]
     fn links(&mut self) -> (&mut u32, &mut u32) {
@@ -121,13 +137,21 @@ impl Linked for ImmEntry {
 pub(crate) struct Immediates {
     slab: Slab<ImmEntry>,
     queue: List,
+    /// One-shot closures that found the slab full (see `push_once`).
+    overflow: VecDeque<OnceFn>,
 }
 
 impl Immediates {
+    /// Lets a test fill the store (see `Slab::set_capacity`).
+    #[cfg(test)]
+    pub(crate) fn set_capacity(&mut self, cap: u32) {
+        self.slab.set_capacity(cap);
+    }
+
     /// Number of immediates waiting to run.
     #[inline]
     pub(crate) fn queued(&self) -> usize {
-        self.queue.len
+        self.queue.len + self.overflow.len()
     }
 
     #[inline]
@@ -160,18 +184,14 @@ impl Immediates {
         self.slab.remove(id)
     }
 
-    /// A one-shot closure, queued at the tail.
-    pub(crate) fn push_once(&mut self, f: Box<dyn FnOnce(&mut Context)>) {
-        let id = self.slab.insert(ImmEntry {
-            node: None,
-            handler: None,
-            once: Some(f),
-            running: false,
-            queued: false,
-            prev: NIL,
-            next: NIL,
-        });
-        self.push_back(id);
+    /// A one-shot closure, queued at the tail. If the slab is full it waits
+    /// in the overflow queue, which runs once the main queue is empty: the
+    /// library's own wake-ups (queues, remote work) are never lost.
+    pub(crate) fn push_once(&mut self, f: OnceFn) {
+        match self.slab.insert(ImmEntry::idle(Some(f))) {
+            Ok(id) => self.push_back(id),
+            Err(entry) => self.overflow.extend(entry.once),
+        }
     }
 
     /// Dequeues the head and takes what it runs.
@@ -179,7 +199,7 @@ impl Immediates {
     pub(crate) fn pop_front(&mut self) -> Option<Popped> {
         loop {
             if self.queue.head == NIL {
-                return None;
+                return self.overflow.pop_front().map(Popped::Once);
             }
             let id = self.slab.id_at(self.queue.head);
             self.unlink(id);
@@ -224,7 +244,9 @@ impl Immediates {
             .filter(|(_, e)| e.node.is_none())
             .map(|(id, _)| id)
             .collect();
-        ids.into_iter().filter_map(|id| self.remove(id)).collect()
+        let mut gone: Vec<ImmEntry> = ids.into_iter().filter_map(|id| self.remove(id)).collect();
+        gone.extend(self.overflow.drain(..).map(|f| ImmEntry::idle(Some(f))));
+        gone
     }
 }
 
@@ -239,15 +261,13 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn create_immediate(&mut self, parent: impl IntoParent) -> Result<Immediate, Error> {
-        let id = self.reg.borrow_mut().imms.slab.insert(ImmEntry {
-            node: None,
-            handler: None,
-            once: None,
-            running: false,
-            queued: false,
-            prev: NIL,
-            next: NIL,
-        });
+        let id = self
+            .reg
+            .borrow_mut()
+            .imms
+            .slab
+            .insert(ImmEntry::idle(None))
+            .map_err(|_| Error::TooManyEvents)?;
         let node = ImmNode {
             id,
             reg: self.reg.clone(),

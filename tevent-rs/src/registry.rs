@@ -103,3 +103,54 @@ pub(crate) fn internal_fds<'a>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::os::unix::net::UnixStream;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use crate::{Context, Error, FdFlags, SaFlags, Signal};
+
+    /// Every kind of event refuses cleanly once its store is full, and the
+    /// loop's own one-shot work still runs.
+    #[test]
+    fn full_stores_refuse_new_events_and_change_nothing() {
+        let mut ev = Context::new().unwrap();
+        let (a, _b) = UnixStream::pair().unwrap();
+        {
+            let mut reg = ev.reg.borrow_mut();
+            reg.fds.set_capacity(0);
+            reg.timers.set_capacity(0);
+            reg.imms.set_capacity(0);
+            reg.sigs.set_capacity(0);
+        }
+        let before = ev.heap().live_objects();
+        let err = ev
+            .add_fd(None, a, FdFlags::READ, |_, _, _| {})
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(err.error(), &Error::TooManyEvents);
+        let t = ev.add_timer(None, Duration::ZERO, |_, _, _| {});
+        assert_eq!(t.map(|_| ()), Err(Error::TooManyEvents));
+        assert_eq!(
+            ev.create_immediate(None).map(|_| ()),
+            Err(Error::TooManyEvents)
+        );
+        let s = ev.add_signal(None, Signal::SIGUSR2, SaFlags::SA_RESTART, |_, _, _| {});
+        assert_eq!(s.map(|_| ()), Err(Error::TooManyEvents));
+        assert_eq!(ev.heap().live_objects(), before);
+        assert!(!ev.has_events());
+
+        // One-shot work of the loop itself waits in the overflow queue.
+        let ran = Rc::new(Cell::new(false));
+        let r = ran.clone();
+        ev.reg
+            .borrow_mut()
+            .imms
+            .push_once(Box::new(move |_| r.set(true)));
+        ev.loop_once().unwrap();
+        assert!(ran.get());
+    }
+}

@@ -3,6 +3,8 @@
 //! An [`Id`] names one entry by index and generation; once the entry is
 //! removed, the generation of its slot moves on and the old `Id` finds
 //! nothing. A slot whose generation would wrap is retired, never reused.
+//! A slab whose index space is used up (live or retired slots) refuses new
+//! entries and hands the value back, so that the caller can report it.
 
 /// The name of one slab entry.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -30,6 +32,9 @@ pub(crate) struct Slab<T> {
     used: u32,
     free: Vec<u32>,
     len: usize,
+    /// Slots that may ever be handed out: every index below [`NIL`], the
+    /// end-of-list mark, except in tests of a full slab.
+    cap: u32,
 }
 
 impl<T> Default for Slab<T> {
@@ -39,6 +44,7 @@ impl<T> Default for Slab<T> {
             used: 0,
             free: Vec::new(),
             len: 0,
+            cap: NIL,
         }
     }
 }
@@ -58,28 +64,40 @@ impl<T> Slab<T> {
             .map(|c| &mut c[(idx & MASK) as usize])
     }
 
-    /// The id the next [`insert`](Slab::insert) will return.
+    /// The id the next [`insert`](Slab::insert) will return, or `None` if
+    /// the slab is full.
     #[inline]
-    pub(crate) fn vacant_id(&self) -> Id {
+    pub(crate) fn vacant_id(&self) -> Option<Id> {
         match self.free.last() {
-            Some(&idx) => self.id_at(idx),
-            None => Id {
+            Some(&idx) => Some(self.id_at(idx)),
+            None if self.used < self.cap => Some(Id {
                 idx: self.used,
                 gen: 0,
-            },
+            }),
+            None => None,
         }
     }
 
-    /// Stores a value.
-    pub(crate) fn insert(&mut self, val: T) -> Id {
-        self.len += 1;
+    /// Lowers the number of slots the slab may hand out, so that tests can
+    /// fill it.
+    #[cfg(test)]
+    pub(crate) fn set_capacity(&mut self, cap: u32) {
+        self.cap = cap.max(self.used);
+    }
+
+    /// Stores a value, or hands it back if every index is live or retired.
+    pub(crate) fn insert(&mut self, val: T) -> Result<Id, T> {
         if let Some(idx) = self.free.pop() {
+            self.len += 1;
             let slot = self.slot_mut(idx).expect("free slots exist");
             slot.val = Some(val);
-            return Id { idx, gen: slot.gen };
+            return Ok(Id { idx, gen: slot.gen });
         }
         let idx = self.used;
-        assert!(idx < u32::MAX, "fewer than 2^32 events");
+        if idx >= self.cap {
+            return Err(val);
+        }
+        self.len += 1;
         if idx as usize % CHUNK == 0 {
             self.chunks
                 .push((0..CHUNK).map(|_| Slot { gen: 0, val: None }).collect());
@@ -87,7 +105,7 @@ impl<T> Slab<T> {
         self.used += 1;
         let slot = self.slot_mut(idx).expect("just made");
         slot.val = Some(val);
-        Id { idx, gen: 0 }
+        Ok(Id { idx, gen: 0 })
     }
 
     /// The entry, if the id is current.
@@ -263,9 +281,9 @@ mod tests {
     #[test]
     fn stale_ids_find_nothing() {
         let mut s = Slab::default();
-        let a = s.insert(1);
+        let a = s.insert(1).unwrap();
         assert_eq!(s.remove(a), Some(1));
-        let b = s.insert(2);
+        let b = s.insert(2).unwrap();
         assert_eq!(a.idx, b.idx);
         assert_eq!(s.get(a), None);
         assert_eq!(s.get(b), Some(&2));
@@ -275,11 +293,26 @@ mod tests {
     #[test]
     fn wrapped_slots_are_retired() {
         let mut s: Slab<u8> = Slab::default();
-        let a = s.insert(1);
+        let a = s.insert(1).unwrap();
         s.slot_mut(0).unwrap().gen = u32::MAX;
         let a = Id { gen: u32::MAX, ..a };
         s.remove(a);
-        let b = s.insert(2);
+        let b = s.insert(2).unwrap();
         assert_ne!(b.idx, a.idx);
+    }
+
+    #[test]
+    fn a_full_slab_hands_the_value_back() {
+        let mut s: Slab<String> = Slab::default();
+        let a = s.insert("a".into()).unwrap();
+        s.set_capacity(1);
+        assert_eq!(s.vacant_id(), None);
+        assert_eq!(s.insert("b".into()), Err("b".to_string()));
+        assert_eq!(s.len(), 1);
+        // A retired slot does not come back either.
+        s.slot_mut(0).unwrap().gen = u32::MAX;
+        s.remove(Id { gen: u32::MAX, ..a });
+        assert_eq!(s.insert("c".into()), Err("c".to_string()));
+        assert_eq!(s.len(), 0);
     }
 }

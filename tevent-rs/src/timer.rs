@@ -200,6 +200,12 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
+    /// Lets a test fill the store (see `Slab::set_capacity`).
+    #[cfg(test)]
+    pub(crate) fn set_capacity(&mut self, cap: u32) {
+        self.slab.set_capacity(cap);
+    }
+
     pub(crate) fn new() -> Timers {
         Timers {
             slab: Slab::default(),
@@ -392,7 +398,13 @@ impl Context {
         let deadline = self.deadline(when.into());
         // The node takes the id its entry will get; if the allocation
         // fails, the node is dropped before the entry exists.
-        let id = self.reg.borrow().timers.slab.vacant_id();
+        let id = self
+            .reg
+            .borrow()
+            .timers
+            .slab
+            .vacant_id()
+            .ok_or(Error::TooManyEvents)?;
         let node = TimerNode {
             id,
             reg: self.reg.clone(),
@@ -410,7 +422,8 @@ impl Context {
             prev: NIL,
             next: NIL,
         });
-        debug_assert_eq!(got, id);
+        // `vacant_id` found room above, and nothing since took it.
+        debug_assert_eq!(got.ok(), Some(id));
         reg.timers.schedule(id, deadline);
         drop(reg);
         let t = TimerEvent { ptr, id };

@@ -62,6 +62,12 @@ pub(crate) struct FdSet {
 }
 
 impl FdSet {
+    /// Lets a test fill the store (see `Slab::set_capacity`).
+    #[cfg(test)]
+    pub(crate) fn set_capacity(&mut self, cap: u32) {
+        self.slab.set_capacity(cap);
+    }
+
     pub(crate) fn group(&self, fd: RawFd) -> Option<&Group> {
         self.groups.get(usize::try_from(fd).ok()?)
     }
@@ -85,7 +91,7 @@ impl FdSet {
             [_, None] => 1,
             _ => return Err(Error::FdInUse { fd }),
         };
-        let id = self.slab.insert(entry);
+        let id = self.slab.insert(entry).map_err(|_| Error::TooManyEvents)?;
         self.groups[i].members[free] = Some(id);
         Ok(id)
     }

@@ -202,6 +202,12 @@ pub(crate) struct Signals {
 }
 
 impl Signals {
+    /// Lets a test fill the store (see `Slab::set_capacity`).
+    #[cfg(test)]
+    pub(crate) fn set_capacity(&mut self, cap: u32) {
+        self.slab.set_capacity(cap);
+    }
+
     /// Number of signal events.
     pub(crate) fn len(&self) -> usize {
         self.slab.len()
@@ -223,6 +229,10 @@ impl Signals {
 impl Registry {
     fn add_signal_entry(&mut self, signal: Signal, flags: SaFlags) -> Result<Id, Error> {
         let sig = signal as usize;
+        // Room first, so that a full slab changes nothing below.
+        if self.sigs.slab.vacant_id().is_none() {
+            return Err(Error::TooManyEvents);
+        }
         let fresh_wake = self.sigs.wake.is_none();
         if fresh_wake {
             let (slot, rd) = process::acquire_wake()?;
@@ -245,12 +255,16 @@ impl Registry {
             self.sigs.info_pos[sig] = process::written(sig);
             process::set_interest(slot, sig, true);
         }
-        let id = self.sigs.slab.insert(SigEntry {
-            node: None,
-            signal,
-            flags,
-            cb: None,
-        });
+        let id = self
+            .sigs
+            .slab
+            .insert(SigEntry {
+                node: None,
+                signal,
+                flags,
+                cb: None,
+            })
+            .map_err(|_| Error::TooManyEvents)?;
         self.sigs.by_signal[sig].push(id);
         Ok(id)
     }
