@@ -199,9 +199,28 @@ impl Model {
         if off + size > reg.size {
             return None;
         }
-        reg.end = off + size;
+        let cap = granule(off, size, reg.size);
+        reg.end = off + cap;
         reg.count += 1;
-        Some((r, off, size))
+        Some((r, off, cap))
+    }
+
+    /// Where a carved object that outgrows its bytes goes in its region,
+    /// in C's order: to the region's start if it is the only member, in
+    /// place if it is the last, to a new range; `None`: out of the pool.
+    fn pool_grow(&self, x: Id, new: usize) -> Option<usize> {
+        let (r, off, cap) = self.n(x).carved?;
+        let reg = self.regions[r].as_ref().expect("live region");
+        let members = reg.count - u32::from(self.n(reg.pool).alive);
+        let start = reg.base.next_multiple_of(8);
+        if members == 1 && start + new <= reg.size {
+            return Some(start);
+        }
+        if off + cap == reg.end && off + new <= reg.size {
+            return Some(off);
+        }
+        let next = reg.end.next_multiple_of(8);
+        (next + new <= reg.size).then_some(next)
     }
 
     /// One object of a region is gone (talloc.c `_tc_free_poolmem`).
@@ -316,16 +335,22 @@ impl Model {
 
     /// Frees the children of `x`, newest first, depth first; a child that
     /// survives moves to `refuge` (T4) or to its newest reference's owner
-    /// (T5).
+    /// (T5), chosen before anything is dropped. A child whose newest
+    /// reference is its own stays put and is tried again, as in C.
     fn drain(&mut self, x: Id, refuge: Option<Id>, release: bool) {
         while let Some(&c) = self.n(x).children.first() {
+            let self_home = self.n(c).refs.last().map(|&h| self.n(h).parent) == Some(Some(c));
             let mut kept = false;
             while let Some(&h) = self.n(c).refs.last() {
                 let owner = self.n(h).parent;
                 let inside = self.within(h, c);
                 self.drop_handle(h);
                 if !inside {
-                    self.move_to(c, owner);
+                    if !self_home {
+                        // An owner-less reference: C's fallback, the refuge.
+                        let dest = owner.or(refuge.filter(|&r| self.n(r).alive));
+                        self.move_to(c, dest);
+                    }
                     kept = true;
                     break;
                 }
@@ -336,8 +361,10 @@ impl Model {
             if let Some(refuses) = self.n(c).destructor {
                 self.log.push(c);
                 if refuses {
-                    let dest = refuge.filter(|&r| self.n(r).alive);
-                    self.move_to(c, dest);
+                    if !self_home {
+                        let dest = refuge.filter(|&r| self.n(r).alive);
+                        self.move_to(c, dest);
+                    }
                     continue;
                 }
                 self.m(c).destructor = None;
@@ -358,6 +385,12 @@ impl Model {
         }
         if self.n(x).parent != ctx {
             return Err(Error::NotAParent);
+        }
+        // A newest self-reference is dropped and x stays, as in C.
+        if let Some(&h) = self.n(x).refs.last() {
+            if self.n(h).parent == Some(x) {
+                return self.free(h);
+            }
         }
         // The newest reference from outside x's subtree becomes the parent
         // link; with none, x goes.
@@ -435,7 +468,8 @@ impl Model {
         self.m(id).carved = carved;
         let (end, pool_val) = match what {
             New::Pool(_) => (0, true),
-            New::PooledObject(..) => (8, true),
+            // The body, a u64, takes one granule.
+            New::PooledObject(..) => (16, true),
             _ => (0, false),
         };
         if pool_val {
@@ -474,15 +508,29 @@ impl Model {
             _ => return Ok(Applied::Skipped),
         };
         let carved = self.n(x).carved;
-        let stays = carved.is_some_and(|(_, _, cap)| new <= cap);
+        let fits = carved.is_some_and(|(_, _, cap)| new <= cap);
+        let grow_to = if fits { None } else { self.pool_grow(x, new) };
+        let stays = fits || grow_to.is_some();
         let before = if carved.is_some() { 0 } else { old };
         let after = if stays { 0 } else { new };
         if after > before {
             self.limit_check(x, after - before)?;
         }
-        if let (Some((r, off, cap)), false) = (carved, stays) {
-            self.region_put(r, off, cap);
-            self.m(x).carved = None;
+        if let Some((r, off, cap)) = carved {
+            let reg = self.regions[r].as_mut().expect("live region");
+            if let Some(to) = grow_to {
+                let cap = granule(to, new, reg.size);
+                reg.end = to + cap;
+                self.m(x).carved = Some((r, to, cap));
+            } else if !stays {
+                self.region_put(r, off, cap);
+                self.m(x).carved = None;
+            } else if new < old && off + cap == reg.end {
+                // A shrinking last member gives its tail back.
+                let cap = granule(off, new, reg.size);
+                reg.end = off + cap;
+                self.m(x).carved = Some((r, off, cap));
+            }
         }
         match &mut self.m(x).val {
             Val::Bytes(b) => b.resize(len, 0),
@@ -1037,4 +1085,10 @@ fn regression_transfer_keeps_the_order_of_references() {
         Op::Transfer(0, None),
         Op::Unlink(Some(6), 11), // 11 should go to 7 (the old 3)
     ]);
+}
+
+/// The bytes a carved object of `size` bytes at `off` takes: whole 16-byte
+/// granules, clipped at the region's end (as talloc-rs and C carve).
+fn granule(off: usize, size: usize, region_size: usize) -> usize {
+    size.next_multiple_of(16).min(region_size - off)
 }

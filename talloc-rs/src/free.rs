@@ -55,8 +55,10 @@ impl Talloc {
     /// succeeds. An object with references from outside its subtree is not
     /// freed ([`Error::HasReferences`]), except a top-level one with exactly
     /// one, which then belongs to that reference's owner (as in C).
-    /// References held inside the object's own subtree go with it (C refuses
-    /// those too).
+    /// References held inside the object's own subtree go with it. C refuses
+    /// those (`-1`), except that a top-level object whose only reference is
+    /// its own is kept and that reference dropped (C returns 0); talloc-rs
+    /// frees the object in both cases.
     ///
     /// Freeing an object that is already being freed (from a destructor) is
     /// `Ok` and does nothing more; freeing an object from its own destructor
@@ -306,7 +308,11 @@ impl Talloc {
     ) -> Outcome {
         // A referenced child survives under the owner of its newest
         // reference, unless that reference lives inside the child's own
-        // subtree (then it is simply dropped).
+        // subtree (then it is simply dropped). As in C, the new home is
+        // chosen before anything is dropped: when it is the child itself (a
+        // self-reference), moving there changes nothing, and the child stays
+        // first in line to be tried again.
+        let self_home = self.newest_ref_owner(child) == Some(child);
         while self.slots.node(child).has(flag::REFERENCED) {
             let handle = *self
                 .rare(child)
@@ -316,8 +322,15 @@ impl Talloc {
             let inside = self.is_within(handle, child);
             self.drop_handle(handle, panic);
             if !inside {
-                if self.slots.node(child).parent == parent {
-                    self.move_to(child, owner);
+                if self.slots.node(child).parent == parent && !self_home {
+                    // An owner-less reference leaves no home: the child
+                    // goes where a refusing child would (C's fallback).
+                    let dest = if owner == NIL {
+                        refuge.and_then(|k| self.slot(k).ok()).unwrap_or(NIL)
+                    } else {
+                        owner
+                    };
+                    self.move_to(child, dest);
                 }
                 return Outcome::Kept;
             }
@@ -338,8 +351,10 @@ impl Talloc {
         }
         if refused {
             // T4: the child stays alive. If the destructor already gave it a
-            // new home, leave it there; otherwise it moves up one level.
-            if self.slots.node(child).parent == parent {
+            // new home, leave it there; otherwise it moves up one level
+            // (unless its home was itself: then it is tried again, and its
+            // destructor asked again, as in C).
+            if self.slots.node(child).parent == parent && !self_home {
                 let dest = refuge.and_then(|k| self.slot(k).ok()).unwrap_or(NIL);
                 self.move_to(child, dest);
             }
@@ -347,6 +362,16 @@ impl Talloc {
         }
         self.detach_for_free(child);
         Outcome::Started
+    }
+
+    /// The owner of an object's newest reference (`Some(NIL)` for an
+    /// owner-less one), if it has any.
+    fn newest_ref_owner(&self, slot: u32) -> Option<u32> {
+        if !self.slots.node(slot).has(flag::REFERENCED) {
+            return None;
+        }
+        let handle = *self.rare(slot)?.refs.last()?;
+        Some(self.slots.node(handle).parent)
     }
 
     /// Runs an object's destructor. A panicking destructor counts as a

@@ -697,11 +697,12 @@ impl Talloc {
         if n.desc.kind == crate::storage::Kind::Value {
             return Err(Error::NotResizable);
         }
-        // A pool member that still fits its carved bytes stays in the pool;
-        // one that outgrows them moves out, onto the limits' books.
+        // A pool member that still fits in its pool (its own bytes, the
+        // pool's end, or a new range) stays there, as in C; only one that
+        // leaves the pool goes onto the limits' books.
         let in_pool = n.has(flag::IN_POOL);
         let before = if in_pool { 0 } else { n.own_size() };
-        let stays = in_pool && new_size <= self.slots.capacity(slot);
+        let stays = self.slots.stays_in_pool(slot, new_size);
         let charged_after = if stays { 0 } else { new_size };
         if self.limits > 0 && charged_after > before {
             self.charge(slot, charged_after - before)?;

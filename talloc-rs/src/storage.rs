@@ -415,6 +415,36 @@ struct Region {
 
 const REGION_ALIGN: usize = 16;
 
+impl Region {
+    /// The first offset at or after `from` where `lay` fits, if any. The
+    /// address is aligned, not the offset: regions are only 16-aligned.
+    fn fit_from(&self, from: usize, lay: Layout) -> Option<usize> {
+        let base = self.mem.as_ptr() as usize;
+        let off = align_up(base + from, lay.align().max(8)) - base;
+        let end = off.checked_add(lay.size())?;
+        (end <= self.size).then_some(off)
+    }
+
+    /// Members other than the pool node itself.
+    fn members(&self) -> u32 {
+        self.count - u32::from(self.pool_alive)
+    }
+}
+
+/// Where a pool member that outgrows its granule goes, C's order of
+/// preference: C grows a chunk in place when it is the pool's last, slides
+/// the pool's only member to the pool's start, carves a new chunk from the
+/// same pool, and only then leaves the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoolGrow {
+    /// Stays where it is, its granule widened (it was the region's last).
+    InPlace,
+    /// The region's only member: it slides to this offset (its start).
+    Slide(usize),
+    /// A new range at this offset, the old one left behind.
+    Carve(usize),
+}
+
 /// Every node of one heap, plus the pool regions.
 pub(crate) struct Slots {
     /// The heap these slots belong to: handles must carry it.
@@ -460,6 +490,17 @@ fn layout(desc: &TypeDesc, len: usize) -> Result<Layout, StoreError> {
 
 fn align_up(x: usize, a: usize) -> usize {
     (x + a - 1) & !(a - 1)
+}
+
+/// Pool members take whole granules of this many bytes (clipped at the end
+/// of the region), as C's pool chunks do: a member can grow within its
+/// granule without moving.
+const GRANULE: usize = 16;
+
+/// The bytes a member of `size` bytes at `off` takes in a region of
+/// `region_size` bytes (`off + size <= region_size`).
+fn granule(off: usize, size: usize, region_size: usize) -> usize {
+    align_up(size, GRANULE).min(region_size - off)
 }
 
 impl Slots {
@@ -654,8 +695,11 @@ impl Slots {
     ) -> Result<u32, StoreError> {
         let desc = <[T] as Object>::desc();
         let len32 = u32::try_from(len).map_err(|_| StoreError::TooLarge)?;
-        let (slot, data) = self.reserve(desc, len, pool, flags)?;
-        let base = data.cast::<T>();
+        let (slot, _) = self.reserve(desc, len, pool, flags)?;
+        // Both the element pointer and the length come from one borrow of
+        // the node: a fresh `&mut Node` would invalidate an inline pointer.
+        let n = self.node_mut(slot);
+        let base = n.data_mut().cast::<T>();
         // The guard counts initialised elements as we go and stores the count
         // in the node when it is dropped, also when `fill` panics: the node is
         // then consistent and `free` drops exactly what was written. Keeping
@@ -671,7 +715,7 @@ impl Slots {
             }
         }
         let mut guard = SetLen {
-            len: &mut self.node_mut(slot).len,
+            len: &mut n.len,
             done: 0,
         };
         for i in 0..len {
@@ -806,7 +850,8 @@ impl Slots {
         if off > r.size || size > r.size - off {
             return None;
         }
-        r.end = off + size;
+        let cap = granule(off, size, r.size);
+        r.end = off + cap;
         r.count += 1;
         // SAFETY: `off + size <= r.size`: the range lies inside the region's
         // allocation.
@@ -817,7 +862,7 @@ impl Slots {
         n.payload.out = OutOfLine {
             ptr: p,
             pool: region,
-            cap: size as u32,
+            cap: cap as u32,
         };
         Some((slot, p.as_ptr()))
     }
@@ -838,7 +883,7 @@ impl Slots {
             return Ok((slot, data));
         }
         if let Some(region) = pool {
-            if let Some(off) = self.carve(region, lay) {
+            if let Some((off, cap)) = self.carve(region, lay) {
                 let slot = self.claim(desc, flags | flag::IN_POOL);
                 let r = self.regions[region as usize].as_mut().expect("live region");
                 r.count += 1;
@@ -850,7 +895,7 @@ impl Slots {
                 n.payload.out = OutOfLine {
                     ptr: p,
                     pool: region,
-                    cap: lay.size() as u32,
+                    cap: cap as u32,
                 };
                 return Ok((slot, p.as_ptr()));
             }
@@ -874,19 +919,15 @@ impl Slots {
         Ok((slot, p.as_ptr()))
     }
 
-    /// A range of `lay` bytes in the region, if it fits.
+    /// Takes a range for `lay` at the region's end, if it fits: its offset
+    /// and the bytes it takes (a whole granule).
     #[inline]
-    fn carve(&mut self, region: u32, lay: Layout) -> Option<usize> {
+    fn carve(&mut self, region: u32, lay: Layout) -> Option<(usize, usize)> {
         let r = self.regions.get_mut(region as usize)?.as_mut()?;
-        // Align the address, not the offset: regions are only 16-aligned.
-        let base = r.mem.as_ptr() as usize;
-        let off = align_up(base + r.end, lay.align().max(8)) - base;
-        let end = off.checked_add(lay.size())?;
-        if end > r.size {
-            return None;
-        }
-        r.end = end;
-        Some(off)
+        let off = r.fit_from(r.end, lay)?;
+        let cap = granule(off, lay.size(), r.size);
+        r.end = off + cap;
+        Some((off, cap))
     }
 
     /// Makes a new pool region of `size` bytes and returns its id.
@@ -945,7 +986,7 @@ impl Slots {
             return Err(StoreError::TooLarge);
         }
         let region = self.new_region(size)?;
-        let off = self.carve(region, lay).expect("region sized for the body");
+        let (off, _) = self.carve(region, lay).expect("region sized for the body");
         let r = self.regions[region as usize].as_mut().expect("live region");
         r.base = r.end;
         // SAFETY: offset 0 of a region of at least `lay.size()` bytes.
@@ -1036,9 +1077,10 @@ impl Slots {
         len: usize,
         flags: u32,
     ) -> Option<Box<dyn std::any::Any + Send>> {
-        let n = self.node(slot);
+        // The pointer comes from a unique borrow: the drop writes through it.
+        let n = self.node_mut(slot);
         let (data, out) = if flags & flag::INLINE != 0 {
-            (ptr::addr_of!(n.payload.inline) as *mut u8, None)
+            (ptr::addr_of_mut!(n.payload.inline).cast::<u8>(), None)
         } else {
             // SAFETY: the node was live and not inline, so it stores `out`
             // (invariant 1); vacating did not touch the payload.
@@ -1175,8 +1217,9 @@ impl Slots {
         let mut left = None;
         if new_len < old_len {
             // Drop the tail first; the node then holds `new_len` elements.
-            let data = self.node_mut(slot).data_mut().cast::<T>();
-            self.node_mut(slot).len = new_len32;
+            let n = self.node_mut(slot);
+            let data = n.data_mut().cast::<T>();
+            n.len = new_len32;
             // SAFETY: elements new_len..old_len are initialised and no longer
             // counted by the node.
             unsafe {
@@ -1185,9 +1228,17 @@ impl Slots {
                     old_len - new_len,
                 ))
             };
+            self.pool_shrink(slot, new_lay.size());
             return Ok(None);
         }
-        if new_lay.size() > cap {
+        let plan = if new_lay.size() > cap {
+            self.pool_grow(slot, new_lay.size())
+        } else {
+            None
+        };
+        if let Some(plan) = plan {
+            self.pool_move(slot, plan, new_lay.size(), desc.elem_size * old_len);
+        } else if new_lay.size() > cap {
             // Move to a bigger home: grow geometrically, always off-pool.
             let want = new_lay
                 .size()
@@ -1224,15 +1275,100 @@ impl Slots {
                 cap: want as u32,
             };
         }
-        let data = self.node_mut(slot).data_mut().cast::<T>();
+        // One borrow of the node for the pointer and the length (as in
+        // `insert_slice`); the length follows each write, so a panicking
+        // `fill` leaves the node consistent.
+        let n = self.node_mut(slot);
+        let data = n.data_mut().cast::<T>();
         for i in old_len..new_len {
             let v = fill(i);
             // SAFETY: capacity holds `new_len` elements; `i < new_len`.
             unsafe { data.add(i).write(v) };
-            self.node_mut(slot).len = i as u32 + 1;
+            n.len = i as u32 + 1;
         }
-        self.node_mut(slot).len = new_len32;
+        n.len = new_len32;
         Ok(left)
+    }
+
+    /// Where a pool member growing to `new_size` bytes would go inside its
+    /// pool, or `None` if it is no pool member or must leave its pool.
+    fn pool_grow(&self, slot: u32, new_size: usize) -> Option<PoolGrow> {
+        let n = self.node(slot);
+        if !n.has(flag::IN_POOL) {
+            return None;
+        }
+        // SAFETY: IN_POOL nodes store `out` (set by `reserve`).
+        let out = unsafe { n.payload.out };
+        let r = self.regions.get(out.pool as usize)?.as_ref()?;
+        let lay = Layout::from_size_align(new_size, n.desc.elem_align).ok()?;
+        let off = out.ptr.as_ptr() as usize - r.mem.as_ptr() as usize;
+        if r.members() == 1 {
+            if let Some(start) = r.fit_from(r.base, lay) {
+                return Some(PoolGrow::Slide(start));
+            }
+        }
+        if off + out.cap as usize == r.end && off + new_size <= r.size {
+            return Some(PoolGrow::InPlace);
+        }
+        r.fit_from(r.end, lay).map(PoolGrow::Carve)
+    }
+
+    /// Whether a live node resized to `new_size` bytes keeps (or, being in
+    /// no pool, has) no pool: true when it stays inside its pool region.
+    pub(crate) fn stays_in_pool(&self, slot: u32, new_size: usize) -> bool {
+        self.node(slot).has(flag::IN_POOL)
+            && (new_size <= self.capacity(slot) || self.pool_grow(slot, new_size).is_some())
+    }
+
+    /// Moves or widens a pool member's range as `plan` says, for `new_size`
+    /// bytes, keeping its first `keep` bytes.
+    fn pool_move(&mut self, slot: u32, plan: PoolGrow, new_size: usize, keep: usize) {
+        // SAFETY: only IN_POOL nodes get a plan (see `pool_grow`).
+        let out = unsafe { self.node(slot).payload.out };
+        let r = self.regions[out.pool as usize]
+            .as_mut()
+            .expect("live region");
+        let old = out.ptr.as_ptr();
+        let off = match plan {
+            PoolGrow::InPlace => old as usize - r.mem.as_ptr() as usize,
+            PoolGrow::Slide(off) | PoolGrow::Carve(off) => off,
+        };
+        let cap = granule(off, new_size, r.size);
+        r.end = off + cap;
+        // SAFETY: `pool_grow` checked that `off + new_size <= r.size`.
+        let new = unsafe { r.mem.as_ptr().add(off) };
+        if new != old {
+            // SAFETY: both ranges lie in the region and hold `keep` bytes; a
+            // slide may overlap the old range, so this is a `memmove`.
+            unsafe { ptr::copy(old, new, keep) };
+        }
+        let n = self.node_mut(slot);
+        n.payload.out = OutOfLine {
+            // SAFETY: an offset into the region's non-null allocation.
+            ptr: unsafe { NonNull::new_unchecked(new) },
+            pool: out.pool,
+            cap: cap as u32,
+        };
+    }
+
+    /// A shrunk pool member that is its region's last gives the tail of its
+    /// range back, as C rewinds the pool's end.
+    fn pool_shrink(&mut self, slot: u32, new_size: usize) {
+        if !self.node(slot).has(flag::IN_POOL) {
+            return;
+        }
+        // SAFETY: IN_POOL nodes store `out` (set by `reserve`).
+        let out = unsafe { self.node(slot).payload.out };
+        let Some(r) = self.regions[out.pool as usize].as_mut() else {
+            return;
+        };
+        let off = out.ptr.as_ptr() as usize - r.mem.as_ptr() as usize;
+        if off + out.cap as usize != r.end {
+            return;
+        }
+        let cap = granule(off, new_size, r.size);
+        r.end = off + cap;
+        self.node_mut(slot).payload.out.cap = cap as u32;
     }
 
     /// Bytes available for the value without moving it.
@@ -1303,7 +1439,9 @@ impl Drop for Slots {
 fn alloc_bytes(lay: Layout) -> Result<NonNull<u8>, StoreError> {
     if lay.size() == 0 {
         // A dangling, well-aligned pointer: zero-sized values need no memory.
-        return Ok(NonNull::new(lay.align() as *mut u8).expect("align is non-zero"));
+        return Ok(
+            NonNull::new(ptr::without_provenance_mut(lay.align())).expect("align is non-zero")
+        );
     }
     // SAFETY: the layout has a non-zero size.
     NonNull::new(unsafe { alloc::alloc(lay) }).ok_or(StoreError::OutOfMemory)
@@ -1450,7 +1588,8 @@ mod tests {
         let mut s = fresh();
         let first = s.insert(7u64, 0, None).unwrap();
         let addr = s.node(first) as *const Node;
-        for i in 0..(3 * CHUNK) {
+        // One more than a chunk: the second chunk must not move the first.
+        for i in 0..=CHUNK {
             s.insert(i, 0, None).unwrap();
         }
         assert_eq!(addr, s.node(first) as *const Node);

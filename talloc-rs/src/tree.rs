@@ -240,8 +240,11 @@ impl Talloc {
     /// Removes one parent of an object (`talloc_unlink`): if `ctx` owns a
     /// reference to it, that reference goes; if `ctx` is its parent, the
     /// object is freed when it has no references, and otherwise passes to
-    /// the owner of its newest reference. Anything else is
-    /// [`Error::NotAParent`].
+    /// the owner of its newest reference. When that newest reference is the
+    /// object's own (a self-reference), only that reference goes and the
+    /// object stays where it is, as in C. A newest reference held deeper in
+    /// the object's subtree is passed over for the newest one from outside
+    /// (C would make a loop). Anything else is [`Error::NotAParent`].
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
@@ -270,6 +273,14 @@ impl Talloc {
         }
         if self.slots.node(slot).has(flag::FREEING) {
             return Err(Error::BeingFreed);
+        }
+        // A newest reference held by the object itself is dropped and the
+        // object stays (C steals it to itself, which changes nothing).
+        if let Some(&newest) = self.rare(slot).and_then(|r| r.refs.last()) {
+            if self.slots.node(newest).parent == slot {
+                let h = self.any(newest);
+                return self.free(h);
+            }
         }
         // The newest reference from outside the object's own subtree becomes
         // the parent link; with none, the object goes (references held inside
