@@ -116,6 +116,9 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn loop_wait(&mut self) -> Result<(), Error> {
+        // Refused inside a callback even when nothing is pending, like
+        // every other nested loop call.
+        self.refuse_nested()?;
         while self.has_events() {
             self.loop_once()?;
         }
@@ -136,8 +139,17 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn loop_until(&mut self, mut done: impl FnMut(&mut Context) -> bool) -> Result<(), Error> {
+        self.refuse_nested()?;
         while !done(self) {
             self.loop_once()?;
+        }
+        Ok(())
+    }
+
+    /// `Err(Nested)` inside a callback of this context (E7).
+    fn refuse_nested(&self) -> Result<(), Error> {
+        if self.reg.borrow().depth > 0 {
+            return Err(Error::Nested);
         }
         Ok(())
     }
@@ -183,7 +195,10 @@ impl Context {
                         }
                     }
                     Waited::Internal(which) => self.reg.borrow().drain_internal(which),
-                    Waited::Nothing | Waited::Interrupted => {}
+                    // Something was ready but nobody is told (a hang-up on a
+                    // write-only event): C's loop_once returns here too.
+                    Waited::Nothing => return Ok(()),
+                    Waited::Interrupted => {}
                     Waited::Timeout => match next {
                         // A timer came due: the next round fires it.
                         Some(deadline) if Self::due(&mut self.now, deadline) => {}

@@ -85,7 +85,13 @@ impl PollBackend {
             }
         }
         let mut chosen = None;
+        // In list order, up to the first event to call: the ones behind it
+        // are looked at (and a hang-up switches their WRITE off) only on
+        // their own turn, as in C.
         for (k, id) in ids.iter().enumerate() {
+            if chosen.is_some() {
+                break;
+            }
             let r = revents[internal.len() + k];
             if r.is_empty() {
                 continue;
