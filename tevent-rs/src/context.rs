@@ -74,10 +74,16 @@ impl Context {
 
     /// A loop on the named backend (`tevent_context_init_byname`): one of
     /// [`backends`](Context::backends), else [`Error::UnknownBackend`].
+    /// C's other names are taken too: `"standard"` is epoll, falling back
+    /// to poll where epoll cannot be had (as C's standard backend does), and
+    /// `"poll_mt"` is poll (every context here belongs to one thread; threads
+    /// reach it through [`Remote`](crate::Remote)).
     ///
     /// ```
     /// let ev = tevent::Context::with_backend("poll")?;
     /// assert_eq!(ev.backend_name(), "poll");
+    /// assert_eq!(tevent::Context::with_backend("standard")?.backend_name(), "epoll");
+    /// assert_eq!(tevent::Context::with_backend("poll_mt")?.backend_name(), "poll");
     /// assert!(tevent::Context::with_backend("kqueue").is_err());
     /// # Ok::<(), tevent::Error>(())
     /// ```

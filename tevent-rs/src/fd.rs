@@ -189,6 +189,7 @@ impl Context {
             node: None,
             borrow: borrow_fd::<F>,
             cb: None,
+            tag: 0,
         });
         let id = match inserted {
             Ok(id) => id,
@@ -233,6 +234,52 @@ impl Context {
         }
         self.trace_event(TracedEvent::Fd(fde.erase()), EventTrace::Attach);
         Ok(fde)
+    }
+
+    /// The tag of an fd event (`tevent_fd_get_tag`): the caller's number,
+    /// 0 until [`set_fd_tag`](Context::set_fd_tag) sets it.
+    ///
+    /// ```
+    /// # use std::os::unix::net::UnixStream;
+    /// # use tevent::FdFlags;
+    /// # let mut ev = tevent::Context::new()?;
+    /// # let (a, _b) = UnixStream::pair()?;
+    /// let fde = ev.add_fd(None, a, FdFlags::READ, |_, _, _| {})?;
+    /// assert_eq!(ev.fd_tag(fde)?, 0);
+    /// ev.set_fd_tag(fde, 7)?;
+    /// assert_eq!(ev.fd_tag(fde)?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fd_tag<F: AsFd + 'static>(&self, fde: FdEvent<F>) -> Result<u64, Error> {
+        let reg = self.reg.borrow();
+        match reg.fds.slab.get(fde.id) {
+            Some(e) if e.node == Some(fde.erase()) => Ok(e.tag),
+            _ => {
+                drop(reg);
+                Err(self.stale(fde.erase()))
+            }
+        }
+    }
+
+    /// Sets the tag of an fd event (`tevent_fd_set_tag`).
+    /// The loop never reads it: it is there for the caller (and for trace
+    /// callbacks) to tell events apart.
+    pub fn set_fd_tag<F: AsFd + 'static>(
+        &mut self,
+        fde: FdEvent<F>,
+        tag: u64,
+    ) -> Result<(), Error> {
+        let mut reg = self.reg.borrow_mut();
+        match reg.fds.slab.get_mut(fde.id) {
+            Some(e) if e.node == Some(fde.erase()) => {
+                e.tag = tag;
+                Ok(())
+            }
+            _ => {
+                drop(reg);
+                Err(self.stale(fde.erase()))
+            }
+        }
     }
 
     /// The conditions the event watches for (`tevent_fd_get_flags`).

@@ -108,6 +108,8 @@ pub(crate) struct ImmEntry {
     queued: bool,
     prev: u32,
     next: u32,
+    /// The caller's tag (`tevent_immediate_set_tag`).
+    tag: u64,
 }
 
 impl ImmEntry {
@@ -121,6 +123,7 @@ impl ImmEntry {
             queued: false,
             prev: NIL,
             next: NIL,
+            tag: 0,
         }
     }
 }
@@ -394,6 +397,46 @@ impl Context {
             self.trace_event(TracedEvent::Immediate(im), EventTrace::Detach);
         }
         self.trace_event(TracedEvent::Immediate(im), EventTrace::Attach);
+    }
+
+    /// The tag of an immediate (`tevent_immediate_get_tag`): the caller's number,
+    /// 0 until [`set_immediate_tag`](Context::set_immediate_tag) sets it.
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let im = ev.create_immediate(None)?;
+    /// ev.set_immediate_tag(im, 9)?;
+    /// ev.schedule_immediate(im, |_, _| {})?;
+    /// ev.loop_once()?;                              // ran; the tag stays
+    /// assert_eq!(ev.immediate_tag(im)?, 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn immediate_tag(&self, im: Immediate) -> Result<u64, Error> {
+        let reg = self.reg.borrow();
+        match reg.imms.slab.get(im.id) {
+            Some(e) if e.node == Some(im.ptr) => Ok(e.tag),
+            _ => {
+                drop(reg);
+                Err(self.stale(im.erase()))
+            }
+        }
+    }
+
+    /// Sets the tag of an immediate (`tevent_immediate_set_tag`).
+    /// The loop never reads it: it is there for the caller (and for trace
+    /// callbacks) to tell events apart.
+    pub fn set_immediate_tag(&mut self, im: Immediate, tag: u64) -> Result<(), Error> {
+        let mut reg = self.reg.borrow_mut();
+        match reg.imms.slab.get_mut(im.id) {
+            Some(e) if e.node == Some(im.ptr) => {
+                e.tag = tag;
+                Ok(())
+            }
+            _ => {
+                drop(reg);
+                Err(self.stale(im.erase()))
+            }
+        }
     }
 
     /// Whether the immediate is queued.

@@ -155,6 +155,8 @@ pub(crate) struct TimerEntry {
     /// Its neighbours in the run, by slab index ([`NIL`]: none).
     prev: u32,
     next: u32,
+    /// The caller's tag (`tevent_timer_set_tag`).
+    tag: u64,
 }
 
 /// One timer queued in the heap, which is a max-heap, so the order is
@@ -421,6 +423,7 @@ impl Context {
             in_run: false,
             prev: NIL,
             next: NIL,
+            tag: 0,
         });
         // `vacant_id` found room above, and nothing since took it.
         debug_assert_eq!(got.ok(), Some(id));
@@ -464,6 +467,46 @@ impl Context {
         }
         reg.timers.schedule(timer.id, deadline);
         Ok(())
+    }
+
+    /// The tag of a timer (`tevent_timer_get_tag`): the caller's number,
+    /// 0 until [`set_timer_tag`](Context::set_timer_tag) sets it.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let mut ev = tevent::Context::new()?;
+    /// let t = ev.add_timer(None, Duration::from_secs(1), |_, _, _| {})?;
+    /// ev.set_timer_tag(t, 42)?;
+    /// ev.update_timer(t, Duration::from_secs(2))?;   // the tag stays
+    /// assert_eq!(ev.timer_tag(t)?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timer_tag(&self, timer: TimerEvent) -> Result<u64, Error> {
+        let reg = self.reg.borrow();
+        match reg.timers.slab.get(timer.id) {
+            Some(e) if e.node == Some(timer.ptr) => Ok(e.tag),
+            _ => {
+                drop(reg);
+                Err(self.stale(timer.erase()))
+            }
+        }
+    }
+
+    /// Sets the tag of a timer (`tevent_timer_set_tag`).
+    /// The loop never reads it: it is there for the caller (and for trace
+    /// callbacks) to tell events apart.
+    pub fn set_timer_tag(&mut self, timer: TimerEvent, tag: u64) -> Result<(), Error> {
+        let mut reg = self.reg.borrow_mut();
+        match reg.timers.slab.get_mut(timer.id) {
+            Some(e) if e.node == Some(timer.ptr) => {
+                e.tag = tag;
+                Ok(())
+            }
+            _ => {
+                drop(reg);
+                Err(self.stale(timer.erase()))
+            }
+        }
     }
 
     /// The deadline a timer is set for.

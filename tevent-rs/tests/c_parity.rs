@@ -54,9 +54,79 @@ fn e11_nested_loop_wait_is_refused_even_when_idle(backend: &str) {
     ev.loop_wait().unwrap();
 }
 
+/// Event tags (tevent 0.14's `tevent_*_set_tag`): a `u64` on every kind of
+/// event, 0 until set, kept across reschedules, stale with the event.
+fn tags_on_every_kind_of_event(backend: &str) {
+    let mut ev = ctx(backend);
+    let (a, _b) = pair();
+    let fde = ev
+        .add_fd(None, a, FdFlags::READ, |_, _, _| {})
+        .map_err(|e| e.into_parts().0)
+        .unwrap();
+    let t = ev
+        .add_timer(None, Duration::from_secs(60), |_, _, _| {})
+        .unwrap();
+    let im = ev.create_immediate(None).unwrap();
+    let se = ev
+        .add_signal(
+            None,
+            tevent::Signal::SIGURG,
+            tevent::SaFlags::empty(),
+            |_, _, _| {},
+        )
+        .unwrap();
+    assert_eq!(ev.fd_tag(fde), Ok(0));
+    assert_eq!(ev.timer_tag(t), Ok(0));
+    assert_eq!(ev.immediate_tag(im), Ok(0));
+    assert_eq!(ev.signal_tag(se), Ok(0));
+    ev.set_fd_tag(fde, 1).unwrap();
+    ev.set_timer_tag(t, 2).unwrap();
+    ev.set_immediate_tag(im, 3).unwrap();
+    ev.set_signal_tag(se, u64::MAX).unwrap();
+    ev.update_timer(t, Duration::from_secs(30)).unwrap();
+    ev.schedule_immediate(im, |_, _| {}).unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(ev.fd_tag(fde), Ok(1));
+    assert_eq!(ev.timer_tag(t), Ok(2));
+    assert_eq!(ev.immediate_tag(im), Ok(3));
+    assert_eq!(ev.signal_tag(se), Ok(u64::MAX));
+    // Freed events: a clean error, and setting changes nothing.
+    for p in [fde.erase(), t.erase(), im.erase(), se.erase()] {
+        ev.heap_mut().free(p).unwrap();
+    }
+    assert_eq!(ev.fd_tag(fde), Err(Error::Stale));
+    assert_eq!(ev.set_timer_tag(t, 5), Err(Error::Stale));
+    assert_eq!(ev.immediate_tag(im), Err(Error::Stale));
+    assert_eq!(ev.set_signal_tag(se, 5), Err(Error::Stale));
+    // A handle of another context is foreign.
+    let mut other = ctx(backend);
+    let t2 = other
+        .add_timer(None, Duration::from_secs(60), |_, _, _| {})
+        .unwrap();
+    assert_eq!(ev.timer_tag(t2), Err(Error::ForeignContext));
+}
+
+/// C's backend names `standard` and `poll_mt` are accepted.
+#[test]
+fn c_backend_names_map_to_ours() {
+    assert_eq!(
+        tevent::Context::with_backend("standard")
+            .unwrap()
+            .backend_name(),
+        "epoll"
+    );
+    assert_eq!(
+        tevent::Context::with_backend("poll_mt")
+            .unwrap()
+            .backend_name(),
+        "poll"
+    );
+}
+
 both!(
     e06_write_only_hangup_returns_from_loop_once,
     e11_nested_loop_wait_is_refused_even_when_idle,
+    tags_on_every_kind_of_event,
 );
 
 /// poll backend: events are looked at in list order and the first that is

@@ -35,6 +35,8 @@ pub(crate) struct FdEntry {
     pub(crate) borrow: BorrowFn,
     /// Taken out while the handler runs.
     pub(crate) cb: Option<FdCallback>,
+    /// The caller's tag (`tevent_fd_set_tag`).
+    pub(crate) tag: u64,
 }
 
 impl FdEntry {
@@ -189,7 +191,12 @@ impl Backend {
     pub(crate) fn new(name: &str) -> Result<Backend, Error> {
         match name {
             "epoll" => Ok(Backend::Epoll(epoll::EpollBackend::new()?)),
-            "poll" => Ok(Backend::Poll(poll::PollBackend::default())),
+            "poll" | "poll_mt" => Ok(Backend::Poll(poll::PollBackend::default())),
+            // C's "standard": epoll where the system gives one, else poll.
+            "standard" => Ok(match epoll::EpollBackend::new() {
+                Ok(e) => Backend::Epoll(e),
+                Err(_) => Backend::Poll(poll::PollBackend::default()),
+            }),
             _ => Err(Error::UnknownBackend(name.to_string())),
         }
     }

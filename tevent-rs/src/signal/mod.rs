@@ -187,6 +187,8 @@ pub(crate) struct SigEntry {
     signal: Signal,
     flags: SaFlags,
     cb: Option<SignalCallback>,
+    /// The caller's tag (`tevent_signal_set_tag`).
+    tag: u64,
 }
 
 /// A context's signal handlers and how far it has read each signal.
@@ -263,6 +265,7 @@ impl Registry {
                 signal,
                 flags,
                 cb: None,
+                tag: 0,
             })
             .map_err(|_| Error::TooManyEvents)?;
         self.sigs.by_signal[sig].push(id);
@@ -368,6 +371,45 @@ impl Context {
         let se = SignalEvent { ptr, id };
         self.trace_event(TracedEvent::Signal(se), EventTrace::Attach);
         Ok(se)
+    }
+
+    /// The tag of a signal event (`tevent_signal_get_tag`): the caller's number,
+    /// 0 until [`set_signal_tag`](Context::set_signal_tag) sets it.
+    ///
+    /// ```
+    /// use tevent::{SaFlags, Signal};
+    /// # let mut ev = tevent::Context::new()?;
+    /// let se = ev.add_signal(None, Signal::SIGUSR2, SaFlags::empty(), |_, _, _| {})?;
+    /// ev.set_signal_tag(se, 3)?;
+    /// assert_eq!(ev.signal_tag(se)?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn signal_tag(&self, se: SignalEvent) -> Result<u64, Error> {
+        let reg = self.reg.borrow();
+        match reg.sigs.slab.get(se.id) {
+            Some(e) if e.node == Some(se.ptr) => Ok(e.tag),
+            _ => {
+                drop(reg);
+                Err(self.stale(se.erase()))
+            }
+        }
+    }
+
+    /// Sets the tag of a signal event (`tevent_signal_set_tag`).
+    /// The loop never reads it: it is there for the caller (and for trace
+    /// callbacks) to tell events apart.
+    pub fn set_signal_tag(&mut self, se: SignalEvent, tag: u64) -> Result<(), Error> {
+        let mut reg = self.reg.borrow_mut();
+        match reg.sigs.slab.get_mut(se.id) {
+            Some(e) if e.node == Some(se.ptr) => {
+                e.tag = tag;
+                Ok(())
+            }
+            _ => {
+                drop(reg);
+                Err(self.stale(se.erase()))
+            }
+        }
     }
 
     /// The signal a signal event handles.
