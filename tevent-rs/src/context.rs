@@ -227,6 +227,12 @@ impl Context {
             Ok(_) => Error::Stale,
         }
     }
+
+    /// What an accessor found for the event `p`, or why nothing: the event
+    /// was freed, or belongs to another context.
+    pub(crate) fn found_or_stale<R>(&self, found: Option<R>, p: AnyPtr) -> Result<R, Error> {
+        found.ok_or_else(|| self.stale(p))
+    }
 }
 
 impl fmt::Debug for Context {

@@ -251,14 +251,15 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn fd_tag<F: AsFd + 'static>(&self, fde: FdEvent<F>) -> Result<u64, Error> {
-        let reg = self.reg.borrow();
-        match reg.fds.slab.get(fde.id) {
-            Some(e) if e.node == Some(fde.erase()) => Ok(e.tag),
-            _ => {
-                drop(reg);
-                Err(self.stale(fde.erase()))
-            }
-        }
+        let tag = self
+            .reg
+            .borrow()
+            .fds
+            .slab
+            .get(fde.id)
+            .filter(|e| e.node == Some(fde.erase()))
+            .map(|e| e.tag);
+        self.found_or_stale(tag, fde.erase())
     }
 
     /// Sets the tag of an fd event (`tevent_fd_set_tag`).
@@ -270,16 +271,14 @@ impl Context {
         tag: u64,
     ) -> Result<(), Error> {
         let mut reg = self.reg.borrow_mut();
-        match reg.fds.slab.get_mut(fde.id) {
-            Some(e) if e.node == Some(fde.erase()) => {
-                e.tag = tag;
-                Ok(())
-            }
-            _ => {
-                drop(reg);
-                Err(self.stale(fde.erase()))
-            }
-        }
+        let set = reg
+            .fds
+            .slab
+            .get_mut(fde.id)
+            .filter(|e| e.node == Some(fde.erase()))
+            .map(|e| e.tag = tag);
+        drop(reg);
+        self.found_or_stale(set, fde.erase())
     }
 
     /// The conditions the event watches for (`tevent_fd_get_flags`).

@@ -412,14 +412,15 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn immediate_tag(&self, im: Immediate) -> Result<u64, Error> {
-        let reg = self.reg.borrow();
-        match reg.imms.slab.get(im.id) {
-            Some(e) if e.node == Some(im.ptr) => Ok(e.tag),
-            _ => {
-                drop(reg);
-                Err(self.stale(im.erase()))
-            }
-        }
+        let tag = self
+            .reg
+            .borrow()
+            .imms
+            .slab
+            .get(im.id)
+            .filter(|e| e.node == Some(im.ptr))
+            .map(|e| e.tag);
+        self.found_or_stale(tag, im.erase())
     }
 
     /// Sets the tag of an immediate (`tevent_immediate_set_tag`).
@@ -427,16 +428,14 @@ impl Context {
     /// callbacks) to tell events apart.
     pub fn set_immediate_tag(&mut self, im: Immediate, tag: u64) -> Result<(), Error> {
         let mut reg = self.reg.borrow_mut();
-        match reg.imms.slab.get_mut(im.id) {
-            Some(e) if e.node == Some(im.ptr) => {
-                e.tag = tag;
-                Ok(())
-            }
-            _ => {
-                drop(reg);
-                Err(self.stale(im.erase()))
-            }
-        }
+        let set = reg
+            .imms
+            .slab
+            .get_mut(im.id)
+            .filter(|e| e.node == Some(im.ptr))
+            .map(|e| e.tag = tag);
+        drop(reg);
+        self.found_or_stale(set, im.erase())
     }
 
     /// Whether the immediate is queued.

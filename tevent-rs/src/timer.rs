@@ -482,14 +482,15 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn timer_tag(&self, timer: TimerEvent) -> Result<u64, Error> {
-        let reg = self.reg.borrow();
-        match reg.timers.slab.get(timer.id) {
-            Some(e) if e.node == Some(timer.ptr) => Ok(e.tag),
-            _ => {
-                drop(reg);
-                Err(self.stale(timer.erase()))
-            }
-        }
+        let tag = self
+            .reg
+            .borrow()
+            .timers
+            .slab
+            .get(timer.id)
+            .filter(|e| e.node == Some(timer.ptr))
+            .map(|e| e.tag);
+        self.found_or_stale(tag, timer.erase())
     }
 
     /// Sets the tag of a timer (`tevent_timer_set_tag`).
@@ -497,16 +498,14 @@ impl Context {
     /// callbacks) to tell events apart.
     pub fn set_timer_tag(&mut self, timer: TimerEvent, tag: u64) -> Result<(), Error> {
         let mut reg = self.reg.borrow_mut();
-        match reg.timers.slab.get_mut(timer.id) {
-            Some(e) if e.node == Some(timer.ptr) => {
-                e.tag = tag;
-                Ok(())
-            }
-            _ => {
-                drop(reg);
-                Err(self.stale(timer.erase()))
-            }
-        }
+        let set = reg
+            .timers
+            .slab
+            .get_mut(timer.id)
+            .filter(|e| e.node == Some(timer.ptr))
+            .map(|e| e.tag = tag);
+        drop(reg);
+        self.found_or_stale(set, timer.erase())
     }
 
     /// The deadline a timer is set for.

@@ -385,14 +385,15 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn signal_tag(&self, se: SignalEvent) -> Result<u64, Error> {
-        let reg = self.reg.borrow();
-        match reg.sigs.slab.get(se.id) {
-            Some(e) if e.node == Some(se.ptr) => Ok(e.tag),
-            _ => {
-                drop(reg);
-                Err(self.stale(se.erase()))
-            }
-        }
+        let tag = self
+            .reg
+            .borrow()
+            .sigs
+            .slab
+            .get(se.id)
+            .filter(|e| e.node == Some(se.ptr))
+            .map(|e| e.tag);
+        self.found_or_stale(tag, se.erase())
     }
 
     /// Sets the tag of a signal event (`tevent_signal_set_tag`).
@@ -400,16 +401,14 @@ impl Context {
     /// callbacks) to tell events apart.
     pub fn set_signal_tag(&mut self, se: SignalEvent, tag: u64) -> Result<(), Error> {
         let mut reg = self.reg.borrow_mut();
-        match reg.sigs.slab.get_mut(se.id) {
-            Some(e) if e.node == Some(se.ptr) => {
-                e.tag = tag;
-                Ok(())
-            }
-            _ => {
-                drop(reg);
-                Err(self.stale(se.erase()))
-            }
-        }
+        let set = reg
+            .sigs
+            .slab
+            .get_mut(se.id)
+            .filter(|e| e.node == Some(se.ptr))
+            .map(|e| e.tag = tag);
+        drop(reg);
+        self.found_or_stale(set, se.erase())
     }
 
     /// The signal a signal event handles.
