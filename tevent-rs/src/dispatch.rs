@@ -256,15 +256,26 @@ impl Context {
     #[inline(always)]
     fn run_immediate(&mut self, handle: Immediate, mut f: ImmHandler, traced: bool) {
         let me = self.id;
+        let e = TracedEvent::Immediate(handle);
         if traced {
-            let e = TracedEvent::Immediate(handle);
-            trace::event(&self.reg, e, EventTrace::Detach);
+            // C reports the Detach once the handler is done with it.
+            self.reg.borrow_mut().imms.owe_detach(handle.id());
             trace::event(&self.reg, e, EventTrace::BeforeHandler);
         }
         let r = self.call(|ev| f(ev, handle));
         if self.id == me {
-            let back = self.reg.borrow_mut().imms.restore(handle.id(), f);
+            let (back, owed) = {
+                let mut reg = self.reg.borrow_mut();
+                let owed = reg.imms.take_detach_owed(handle.id());
+                (reg.imms.restore(handle.id(), f), owed)
+            };
             drop(back);
+            if traced && r.is_ok() {
+                self.trace_event(e, EventTrace::AfterHandler);
+            }
+            if owed {
+                self.trace_event(e, EventTrace::Detach);
+            }
         }
         if let Err(p) = r {
             resume_unwind(p);
@@ -295,6 +306,9 @@ impl Context {
         let me = self.id;
         let r = self.call(|ev| fire(ev, handle, deadline));
         if self.id == me {
+            if traced && r.is_ok() {
+                self.trace_event(TracedEvent::Timer(handle), EventTrace::AfterHandler);
+            }
             // E8: a timer is freed once it fired (unless its callback did).
             let _ = self.heap.free(handle.erase());
         }
@@ -354,6 +368,9 @@ impl Context {
         let me = self.id;
         let r = self.call(|ev| cb(ev, flags));
         if self.id == me {
+            if r.is_ok() {
+                self.trace_event(TracedEvent::Fd(node), EventTrace::AfterHandler);
+            }
             let back = {
                 let mut reg = self.reg.borrow_mut();
                 match reg.fds.slab.get_mut(id) {

@@ -74,7 +74,11 @@ impl Drop for ImmNode {
     fn drop(&mut self) {
         let (gone, traced) = {
             let mut reg = self.reg.borrow_mut();
-            let queued = reg.imms.slab.get(self.id).is_some_and(|e| e.queued);
+            let queued = reg
+                .imms
+                .slab
+                .get(self.id)
+                .is_some_and(|e| e.queued || e.detach_owed);
             (reg.imms.remove(self.id), reg.tracing.events && queued)
         };
         if let (true, Some(ptr)) = (traced, gone.as_ref().and_then(|e| e.node)) {
@@ -105,6 +109,10 @@ pub(crate) struct ImmEntry {
     handler: Option<ImmHandler>,
     once: Option<OnceFn>,
     running: bool,
+    /// It runs, traced, and its Detach is reported when the handler ends
+    /// (or, sooner, when the handler reschedules, cancels or frees it), as
+    /// in C.
+    detach_owed: bool,
     queued: bool,
     prev: u32,
     next: u32,
@@ -120,6 +128,7 @@ impl ImmEntry {
             handler: None,
             once,
             running: false,
+            detach_owed: false,
             queued: false,
             prev: NIL,
             next: NIL,
@@ -220,6 +229,21 @@ impl Immediates {
         }
     }
 
+    /// Whether the running immediate `id` still owes its Detach trace
+    /// point; it owes it no more.
+    pub(crate) fn take_detach_owed(&mut self, id: Id) -> bool {
+        self.slab
+            .get_mut(id)
+            .is_some_and(|e| std::mem::take(&mut e.detach_owed))
+    }
+
+    /// Marks the immediate `id`, about to run traced, as owing its Detach.
+    pub(crate) fn owe_detach(&mut self, id: Id) {
+        if let Some(e) = self.slab.get_mut(id) {
+            e.detach_owed = true;
+        }
+    }
+
     /// Gives a handler back after it ran, unless the immediate was freed or
     /// got a new handler meanwhile (then the old one is returned, to be
     /// dropped by the caller outside the registry).
@@ -311,7 +335,7 @@ impl Context {
             match reg.imms.slab.get_mut(im.id) {
                 Some(e) if e.node == Some(im.ptr) => {
                     let old = e.handler.replace(Box::new(cb));
-                    let was_queued = e.queued;
+                    let was_queued = e.queued || std::mem::take(&mut e.detach_owed);
                     reg.imms.push_back(im.id);
                     (old, was_queued)
                 }
@@ -339,12 +363,12 @@ impl Context {
     /// ```
     pub fn reschedule_immediate(&mut self, im: Immediate) -> Result<(), Error> {
         let mut reg = self.reg.borrow_mut();
-        let was_queued = match reg.imms.slab.get(im.id) {
+        let was_queued = match reg.imms.slab.get_mut(im.id) {
             Some(e) if e.node == Some(im.ptr) => {
                 if e.handler.is_none() && !e.running {
                     return Err(Error::NoHandler);
                 }
-                let was_queued = e.queued;
+                let was_queued = e.queued || std::mem::take(&mut e.detach_owed);
                 reg.imms.push_back(im.id);
                 was_queued
             }
@@ -372,9 +396,9 @@ impl Context {
     /// ```
     pub fn cancel_immediate(&mut self, im: Immediate) -> Result<(), Error> {
         let mut reg = self.reg.borrow_mut();
-        let was_queued = match reg.imms.slab.get(im.id) {
+        let was_queued = match reg.imms.slab.get_mut(im.id) {
             Some(e) if e.node == Some(im.ptr) => {
-                let q = e.queued;
+                let q = e.queued || std::mem::take(&mut e.detach_owed);
                 reg.imms.unlink(im.id);
                 q
             }
@@ -390,8 +414,8 @@ impl Context {
         Ok(())
     }
 
-    /// Trace points of a (re)schedule: a queued immediate leaves its place
-    /// first.
+    /// Trace points of a (re)schedule: a queued immediate (or a running one
+    /// that still owes its Detach) leaves its place first.
     fn trace_queued(&self, im: Immediate, was_queued: bool) {
         if was_queued {
             self.trace_event(TracedEvent::Immediate(im), EventTrace::Detach);

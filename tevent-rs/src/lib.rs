@@ -127,4 +127,4 @@ pub use remote::{Remote, RemoteFn, RemoteTask, ScheduleError};
 pub use req::{Req, ReqError, ReqState};
 pub use signal::{num_signals, sa_info_queue_count, Delivery, SigInfo, SignalEvent, SignalNumber};
 pub use timer::{TimerEvent, When};
-pub use trace::{EventTrace, TracePoint, TracedEvent};
+pub use trace::{EventTrace, EventTraceFn, LoopTraceFn, TracePoint, TracedEvent};

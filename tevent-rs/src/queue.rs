@@ -25,6 +25,8 @@ struct Slot {
     /// `None` while it runs, and for a pure blocker.
     trigger: Option<Trigger>,
     triggered: bool,
+    /// The caller's tag (`tevent_queue_entry_set_tag`).
+    tag: u64,
 }
 
 struct QueueState {
@@ -204,9 +206,14 @@ fn trigger_head(ev: &mut Context, q: &Shared) {
         head.triggered = true;
         (head.key, head.entry, head.trigger.take())
     };
-    let Some(mut f) = f else { return };
+    // A blocker reports its turn too, as in C.
     ev.trace_event(TracedEvent::QueueEntry(entry), EventTrace::BeforeHandler);
+    let Some(mut f) = f else {
+        ev.trace_event(TracedEvent::QueueEntry(entry), EventTrace::AfterHandler);
+        return;
+    };
     f(ev);
+    ev.trace_event(TracedEvent::QueueEntry(entry), EventTrace::AfterHandler);
     let mut s = q.borrow_mut();
     if let Some(slot) = s.entries.iter_mut().find(|e| e.key == key) {
         if slot.trigger.is_none() {
@@ -250,13 +257,18 @@ impl Context {
         Ok(Queue { ptr })
     }
 
+    /// Adds an entry; `direct`: trigger it inside this call if it is at
+    /// once the head of a running queue and the request has no callback
+    /// yet (C's `allow_direct`).
     fn queue_add_slot<S: 'static, E: 'static>(
         &mut self,
         q: Queue,
         req: Req<S, E>,
         trigger: Option<Trigger>,
+        direct: bool,
     ) -> Result<QueueEntry, Error> {
         let state = self.queue_state(q)?;
+        let direct = direct && !self.req_has_callback(req)?;
         let key = {
             let mut s = state.borrow_mut();
             s.next_key += 1;
@@ -277,12 +289,15 @@ impl Context {
                 entry,
                 trigger,
                 triggered: false,
+                tag: 0,
             });
             s.entries.len() == 1 && s.running
         };
         self.trace_event(TracedEvent::QueueEntry(entry), EventTrace::Attach);
-        if head {
-            self.queue_kick(state);
+        match (head, direct) {
+            (true, true) => trigger_head(self, &state),
+            (true, false) => self.queue_kick(state),
+            (false, _) => {}
         }
         Ok(entry)
     }
@@ -315,7 +330,40 @@ impl Context {
         req: Req<S, E>,
         mut trigger: impl FnMut(&mut Context, Req<S, E>) + 'static,
     ) -> Result<QueueEntry, Error> {
-        self.queue_add_slot(q, req, Some(Box::new(move |ev| trigger(ev, req))))
+        self.queue_add_slot(q, req, Some(Box::new(move |ev| trigger(ev, req))), false)
+    }
+
+    /// Like [`queue_add`](Context::queue_add), but when the queue runs, is
+    /// empty, and the request has no callback yet, `trigger` runs inside
+    /// this call instead of from the loop
+    /// (`tevent_queue_add_optimize_empty`): the common case of an idle
+    /// queue costs no loop pass.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// let ran = Rc::new(Cell::new(0));
+    /// let r = ran.clone();
+    /// let first: tevent::Req<()> = ev.req_create(None, ())?;
+    /// ev.queue_add_optimize_empty(q, first, move |_, _| r.set(r.get() + 1))?;
+    /// assert_eq!(ran.get(), 1);                 // at once: the queue was empty
+    /// let r = ran.clone();
+    /// let second: tevent::Req<()> = ev.req_create(None, ())?;
+    /// ev.queue_add_optimize_empty(q, second, move |_, _| r.set(r.get() + 1))?;
+    /// ev.free(first.erase())?;
+    /// assert_eq!(ran.get(), 1);                 // queued behind it: from the loop
+    /// ev.loop_once()?;
+    /// assert_eq!(ran.get(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn queue_add_optimize_empty<S: 'static, E: 'static>(
+        &mut self,
+        q: Queue,
+        req: Req<S, E>,
+        mut trigger: impl FnMut(&mut Context, Req<S, E>) + 'static,
+    ) -> Result<QueueEntry, Error> {
+        self.queue_add_slot(q, req, Some(Box::new(move |ev| trigger(ev, req))), true)
     }
 
     /// Adds a request with no trigger: a pure blocker, which holds the
@@ -338,7 +386,7 @@ impl Context {
         q: Queue,
         req: Req<S, E>,
     ) -> Result<QueueEntry, Error> {
-        self.queue_add_slot(q, req, None)
+        self.queue_add_slot(q, req, None, false)
     }
 
     /// Starts the queue (`tevent_queue_start`): the head is triggered, if it
@@ -484,6 +532,43 @@ impl Context {
             .iter()
             .find(|e| e.key == node.key)
             .is_some_and(|e| e.triggered))
+    }
+
+    /// The tag of a queue entry (`tevent_queue_entry_get_tag`): the caller's
+    /// number, 0 until [`set_queue_entry_tag`](Context::set_queue_entry_tag)
+    /// sets it.
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let q = ev.queue_create(None, "q")?;
+    /// let req: tevent::Req<()> = ev.req_create(None, ())?;
+    /// let e = ev.queue_add_blocker(q, req)?;
+    /// assert_eq!(ev.queue_entry_tag(e)?, 0);
+    /// ev.set_queue_entry_tag(e, 9)?;
+    /// assert_eq!(ev.queue_entry_tag(e)?, 9);
+    /// ev.free(req.erase())?;
+    /// assert!(ev.queue_entry_tag(e).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn queue_entry_tag(&self, entry: QueueEntry) -> Result<u64, Error> {
+        let node = self.heap.get(entry.ptr)?;
+        let s = node.queue.borrow();
+        let tag = s.entries.iter().find(|e| e.key == node.key).map(|e| e.tag);
+        self.found_or_stale(tag, entry.erase())
+    }
+
+    /// Sets the tag of a queue entry (`tevent_queue_entry_set_tag`). The
+    /// queue never reads it.
+    pub fn set_queue_entry_tag(&mut self, entry: QueueEntry, tag: u64) -> Result<(), Error> {
+        let node = self.heap.get(entry.ptr)?;
+        let mut s = node.queue.borrow_mut();
+        let set = s
+            .entries
+            .iter_mut()
+            .find(|e| e.key == node.key)
+            .map(|e| e.tag = tag);
+        drop(s);
+        self.found_or_stale(set, entry.erase())
     }
 
     /// A request that finishes when it reaches the head of the queue

@@ -313,6 +313,15 @@ impl Context {
         Ok(())
     }
 
+    /// Whether the request has a completion callback (queues call a
+    /// trigger directly only before it has one).
+    pub(crate) fn req_has_callback<S: 'static, E: 'static>(
+        &self,
+        req: Req<S, E>,
+    ) -> Result<bool, Error> {
+        Ok(self.heap.get(req.node)?.callback.is_some())
+    }
+
     /// Makes the next notification go through an immediate
     /// (`tevent_req_defer_callback`): the callback runs from the loop, not
     /// inside the call that finished the request.

@@ -466,6 +466,10 @@ impl Context {
             }
         }
         reg.timers.schedule(timer.id, deadline);
+        drop(reg);
+        // C takes the timer out and puts it back in.
+        self.trace_event(TracedEvent::Timer(timer), EventTrace::Detach);
+        self.trace_event(TracedEvent::Timer(timer), EventTrace::Attach);
         Ok(())
     }
 

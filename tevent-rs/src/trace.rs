@@ -41,7 +41,22 @@ pub enum TracePoint {
     AfterLoopOnce,
 }
 
-/// An event trace point (C's `enum tevent_event_trace_point`).
+/// An event trace point (C's `enum tevent_event_trace_point`, plus
+/// [`AfterHandler`](EventTrace::AfterHandler), which C does not have).
+///
+/// Per event, the points come in this order:
+///
+/// - fd, signal, queue entry: `Attach` when added; `BeforeHandler` and
+///   `AfterHandler` around each call of its handler (a queue entry's
+///   trigger, or a blocker's turn at the head); `Detach` when freed.
+/// - timer: `Attach` when added, `Detach` then `Attach` on
+///   [`update_timer`](crate::Context::update_timer); `BeforeHandler`,
+///   `AfterHandler`, `Detach` when it fires.
+/// - immediate: `Attach` when scheduled; `BeforeHandler`, `AfterHandler`,
+///   `Detach` when it runs, or `Detach` at once if the handler reschedules,
+///   cancels or frees it (as C reports it).
+///
+/// `AfterHandler` is left out when the handler panics.
 ///
 /// ```
 /// use std::{cell::RefCell, rc::Rc, time::Duration};
@@ -54,7 +69,8 @@ pub enum TracePoint {
 /// });
 /// ev.add_timer(None, Duration::ZERO, |_, _, _| {})?;
 /// ev.loop_once()?;
-/// assert_eq!(*seen.borrow(), [EventTrace::Attach, EventTrace::BeforeHandler, EventTrace::Detach]);
+/// assert_eq!(*seen.borrow(), [EventTrace::Attach, EventTrace::BeforeHandler,
+///                             EventTrace::AfterHandler, EventTrace::Detach]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,6 +82,8 @@ pub enum EventTrace {
     Detach,
     /// Its handler is about to run.
     BeforeHandler,
+    /// Its handler returned (ours: C has no such point).
+    AfterHandler,
 }
 
 /// The event an event trace point is about.
@@ -118,8 +136,11 @@ impl TracedEvent {
     }
 }
 
-type LoopTraceFn = Box<dyn FnMut(TracePoint)>;
-type EventTraceFn = Box<dyn FnMut(TracedEvent, EventTrace)>;
+/// A loop trace callback, as [`Context::take_trace_callback`] hands it back.
+pub type LoopTraceFn = Box<dyn FnMut(TracePoint)>;
+/// An event trace callback, as [`Context::take_event_trace_callback`] hands
+/// it back.
+pub type EventTraceFn = Box<dyn FnMut(TracedEvent, EventTrace)>;
 
 /// The context's trace callbacks (in the registry, so that heap objects
 /// going away can report their detach).
@@ -203,12 +224,35 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear_trace_callback(&mut self) {
-        let old = {
-            let mut reg = self.reg.borrow_mut();
-            reg.tracing.loop_points = false;
-            reg.tracing.on_loop.take()
-        };
-        drop(old);
+        drop(self.take_trace_callback());
+    }
+
+    /// Takes the loop trace callback out (`tevent_get_trace_callback`), to
+    /// chain it: the new callback owns the old one and calls it on.
+    /// Called from inside the callback itself, it finds `None`.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use tevent::TracePoint;
+    /// # let mut ev = tevent::Context::new()?;
+    /// let log = Rc::new(RefCell::new(Vec::new()));
+    /// let l = log.clone();
+    /// ev.set_trace_callback(move |p| l.borrow_mut().push(format!("first {p:?}")));
+    /// let mut first = ev.take_trace_callback().expect("set above");
+    /// let l = log.clone();
+    /// ev.set_trace_callback(move |p| {
+    ///     l.borrow_mut().push(format!("second {p:?}"));
+    ///     first(p);
+    /// });
+    /// ev.loop_once()?;
+    /// assert_eq!(log.borrow()[..2], ["second BeforeLoopOnce", "first BeforeLoopOnce"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[doc(alias = "tevent_get_trace_callback")]
+    pub fn take_trace_callback(&mut self) -> Option<LoopTraceFn> {
+        let mut reg = self.reg.borrow_mut();
+        reg.tracing.loop_points = false;
+        reg.tracing.on_loop.take()
     }
 
     /// Sets the event trace callback, replacing any previous one: it sees
@@ -243,12 +287,30 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear_event_trace_callback(&mut self) {
-        let old = {
-            let mut reg = self.reg.borrow_mut();
-            reg.tracing.events = false;
-            reg.tracing.on_event.take()
-        };
-        drop(old);
+        drop(self.take_event_trace_callback());
+    }
+
+    /// Takes the event trace callback out (C's
+    /// `tevent_get_trace_{fd,timer,immediate,signal,queue}_callback`), to
+    /// chain it as [`take_trace_callback`](Context::take_trace_callback)
+    /// shows.
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// assert!(ev.take_event_trace_callback().is_none());
+    /// ev.set_event_trace_callback(|_, _| {});
+    /// assert!(ev.take_event_trace_callback().is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[doc(alias = "tevent_get_trace_fd_callback")]
+    #[doc(alias = "tevent_get_trace_timer_callback")]
+    #[doc(alias = "tevent_get_trace_immediate_callback")]
+    #[doc(alias = "tevent_get_trace_signal_callback")]
+    #[doc(alias = "tevent_get_trace_queue_callback")]
+    pub fn take_event_trace_callback(&mut self) -> Option<EventTraceFn> {
+        let mut reg = self.reg.borrow_mut();
+        reg.tracing.events = false;
+        reg.tracing.on_event.take()
     }
 
     /// Reports an event trace point, when an event callback is set.

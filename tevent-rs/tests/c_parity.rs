@@ -123,7 +123,62 @@ fn c_backend_names_map_to_ours() {
     );
 }
 
+/// `tevent_queue_add_optimize_empty`: the trigger runs inside the call
+/// only when the queue runs, is empty and the request has no callback yet.
+fn queue_add_optimize_empty_triggers_directly_when_idle(backend: &str) {
+    let mut ev = ctx(backend);
+    let q = ev.queue_create(None, "q").unwrap();
+    let ran = Rc::new(Cell::new(0));
+    let add = |ev: &mut tevent::Context, with_callback: bool| {
+        let req: tevent::Req<()> = ev.req_create(None, ()).unwrap();
+        if with_callback {
+            ev.req_set_callback(req, |_, _| {}).unwrap();
+        }
+        let r = ran.clone();
+        let e = ev
+            .queue_add_optimize_empty(q, req, move |_, _| r.set(r.get() + 1))
+            .unwrap();
+        (req, e)
+    };
+    let (first, e1) = add(&mut ev, false);
+    assert_eq!(ran.get(), 1, "an idle queue triggers at once");
+    assert_eq!(ev.queue_entry_triggered(e1), Ok(true));
+    let (second, _) = add(&mut ev, false);
+    assert_eq!(ran.get(), 1, "behind another entry: from the loop");
+    ev.free(first.erase()).unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(ran.get(), 2);
+    ev.free(second.erase()).unwrap();
+    let (third, _) = add(&mut ev, true);
+    assert_eq!(ran.get(), 2, "a request with a callback: from the loop");
+    ev.loop_once().unwrap();
+    assert_eq!(ran.get(), 3);
+    ev.free(third.erase()).unwrap();
+    ev.queue_stop(q).unwrap();
+    let (fourth, _) = add(&mut ev, false);
+    ev.loop_once().unwrap();
+    assert_eq!(ran.get(), 3, "a stopped queue triggers nothing");
+    ev.free(fourth.erase()).unwrap();
+}
+
+/// Queue entry tags (`tevent_queue_entry_{get,set}_tag`).
+fn queue_entry_tags(backend: &str) {
+    let mut ev = ctx(backend);
+    let q = ev.queue_create(None, "q").unwrap();
+    let req: tevent::Req<()> = ev.req_create(None, ()).unwrap();
+    let e = ev.queue_add_blocker(q, req).unwrap();
+    assert_eq!(ev.queue_entry_tag(e), Ok(0));
+    ev.set_queue_entry_tag(e, u64::MAX).unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(ev.queue_entry_tag(e), Ok(u64::MAX));
+    ev.free(req.erase()).unwrap();
+    assert_eq!(ev.queue_entry_tag(e), Err(Error::Stale));
+    assert_eq!(ev.set_queue_entry_tag(e, 1), Err(Error::Stale));
+}
+
 both!(
+    queue_add_optimize_empty_triggers_directly_when_idle,
+    queue_entry_tags,
     e06_write_only_hangup_returns_from_loop_once,
     e11_nested_loop_wait_is_refused_even_when_idle,
     tags_on_every_kind_of_event,

@@ -488,6 +488,88 @@ fn action_restored_in_child(_b: &str) {
     assert_eq!(status.signal(), Some(Signal::SIGUSR1 as i32), "{status:?}");
 }
 
+/// A handler that raises another signal: C looks at each signal number in
+/// turn, after the handlers of the numbers below it ran, so a higher signal
+/// raised by a handler runs in the same pass.
+fn e07_signal_raised_by_a_handler_runs_in_the_same_pass(b: &str) {
+    let mut ev = ctx(b);
+    let log = Log::new();
+    let l = log.clone();
+    let usr1 = ev
+        .add_signal(None, Signal::SIGUSR1, SaFlags::empty(), move |_, _, d| {
+            l.push(format!("usr1 x{}", d.count));
+            raise(Signal::SIGUSR2).unwrap();
+        })
+        .unwrap();
+    let l = log.clone();
+    let usr2 = ev
+        .add_signal(None, Signal::SIGUSR2, SaFlags::empty(), move |_, _, d| {
+            l.push(format!("usr2 x{}", d.count))
+        })
+        .unwrap();
+    raise(Signal::SIGUSR1).unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(log.take(), ["usr1 x1", "usr2 x1"]);
+    ev.free(usr1.erase()).unwrap();
+    ev.free(usr2.erase()).unwrap();
+}
+
+/// A handler added while its signal is pending sees that delivery: added
+/// by a handler of a lower signal in the same pass, or added after the
+/// signal's only handler was freed and before the loop looked.
+fn e08_a_new_handler_sees_a_pending_delivery(b: &str) {
+    let mut ev = ctx(b);
+    let log = Log::new();
+    // Added in the same pass, by a handler of a lower signal.
+    let l = log.clone();
+    let first = ev
+        .add_signal(None, Signal::SIGUSR2, SaFlags::empty(), move |_, _, d| {
+            l.push(format!("first x{}", d.count))
+        })
+        .unwrap();
+    let l = log.clone();
+    let added = Rc::new(Cell::new(None));
+    let a = added.clone();
+    let adder = ev
+        .add_signal(None, Signal::SIGUSR1, SaFlags::empty(), move |ev, _, _| {
+            let l = l.clone();
+            let se = ev
+                .add_signal(None, Signal::SIGUSR2, SaFlags::empty(), move |_, _, d| {
+                    l.push(format!("added x{}", d.count))
+                })
+                .unwrap();
+            a.set(Some(se));
+        })
+        .unwrap();
+    raise(Signal::SIGUSR2).unwrap();
+    raise(Signal::SIGUSR1).unwrap();
+    ev.loop_once().unwrap();
+    // Newest first.
+    assert_eq!(log.take(), ["added x1", "first x1"]);
+    ev.free(adder.erase()).unwrap();
+    ev.free(first.erase()).unwrap();
+    ev.free(added.take().unwrap().erase()).unwrap();
+    assert_caught(Signal::SIGUSR2, false);
+
+    // The only handler freed and replaced before the loop looked.
+    let old = ev
+        .add_signal(None, Signal::SIGUSR1, SaFlags::empty(), |_, _, _| {
+            unreachable!("freed before the loop ran")
+        })
+        .unwrap();
+    raise(Signal::SIGUSR1).unwrap();
+    ev.free(old.erase()).unwrap();
+    let l = log.clone();
+    let new = ev
+        .add_signal(None, Signal::SIGUSR1, SaFlags::empty(), move |_, _, d| {
+            l.push(format!("new x{}", d.count))
+        })
+        .unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(log.take(), ["new x1"]);
+    ev.free(new.erase()).unwrap();
+}
+
 fn child(mode: &str) {
     if mode == "restore" {
         let mut ev = tevent::Context::new().unwrap();
@@ -514,6 +596,14 @@ const TESTS: &[Test] = &[
     ("e4_signals_run_first", e4_signals_run_first),
     ("e5_counts_and_siginfo", e5_counts_and_siginfo),
     ("e5_siginfo_ring_overflow", e5_siginfo_ring_overflow),
+    (
+        "e07_signal_raised_by_a_handler_runs_in_the_same_pass",
+        e07_signal_raised_by_a_handler_runs_in_the_same_pass,
+    ),
+    (
+        "e08_a_new_handler_sees_a_pending_delivery",
+        e08_a_new_handler_sees_a_pending_delivery,
+    ),
     ("resethand_handler_is_freed", resethand_handler_is_freed),
     (
         "actions_are_counted_across_contexts",

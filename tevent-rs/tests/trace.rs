@@ -1,8 +1,9 @@
 //! Trace points, after C's `test_tevent_trace.c`: for each kind of event,
-//! `__loop` (attach, before-handler, detach), `__free` (attach, detach with
-//! no handler), `__free_in_handler`, `__reset` (callbacks replaced and
-//! removed), immediate `__reschedule`, queue `__loop`; plus the loop's own
-//! trace points.
+//! `__loop` (attach, before-handler, after-handler, detach), `__free`
+//! (attach, detach with no handler), `__free_in_handler`, `__reset`
+//! (callbacks replaced and removed), immediate `__reschedule`, queue
+//! `__loop`; plus the loop's own trace points. The `e10_` tests pin the
+//! orders where we once differed from C.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use common::{ctx, pair};
 use tevent::{Context, EventTrace, Req, SaFlags, Signal, TracePoint, TracedEvent};
-use EventTrace::{Attach, BeforeHandler, Detach};
+use EventTrace::{AfterHandler, Attach, BeforeHandler, Detach};
 
 type Seen = Rc<RefCell<Vec<(&'static str, EventTrace)>>>;
 
@@ -52,7 +53,10 @@ fn fd_trace(b: &str) {
     })
     .unwrap();
     ev.loop_once().unwrap();
-    assert_eq!(points(&seen, "fd"), [Attach, BeforeHandler, Detach]);
+    assert_eq!(
+        points(&seen, "fd"),
+        [Attach, BeforeHandler, Detach, AfterHandler]
+    );
     // __free
     seen.borrow_mut().clear();
     let (s, _peer) = pair();
@@ -68,7 +72,10 @@ fn timer_trace(b: &str) {
     let seen = traced(&mut ev);
     ev.add_timer(None, Duration::ZERO, |_, _, _| {}).unwrap();
     ev.loop_once().unwrap();
-    assert_eq!(points(&seen, "timer"), [Attach, BeforeHandler, Detach]);
+    assert_eq!(
+        points(&seen, "timer"),
+        [Attach, BeforeHandler, AfterHandler, Detach]
+    );
     seen.borrow_mut().clear();
     let t = ev
         .add_timer(None, Duration::from_secs(9), |_, _, _| {})
@@ -81,7 +88,10 @@ fn timer_trace(b: &str) {
     })
     .unwrap();
     ev.loop_once().unwrap();
-    assert_eq!(points(&seen, "timer"), [Attach, BeforeHandler, Detach]);
+    assert_eq!(
+        points(&seen, "timer"),
+        [Attach, BeforeHandler, Detach, AfterHandler]
+    );
 }
 
 fn immediate_trace(b: &str) {
@@ -94,7 +104,10 @@ fn immediate_trace(b: &str) {
     );
     ev.schedule_immediate(im, |_, _| {}).unwrap();
     ev.loop_once().unwrap();
-    assert_eq!(points(&seen, "immediate"), [Attach, Detach, BeforeHandler]);
+    assert_eq!(
+        points(&seen, "immediate"),
+        [Attach, BeforeHandler, AfterHandler, Detach]
+    );
     // __reschedule: a queued immediate leaves its place first.
     seen.borrow_mut().clear();
     ev.schedule_immediate(im, |_, _| {}).unwrap();
@@ -130,7 +143,123 @@ fn queue_trace(b: &str) {
     ev.queue_add(q, r, |ev, r| ev.free(r.erase()).unwrap())
         .unwrap();
     ev.loop_wait().unwrap();
-    assert_eq!(points(&seen, "queue"), [Attach, BeforeHandler, Detach]);
+    assert_eq!(
+        points(&seen, "queue"),
+        [Attach, BeforeHandler, Detach, AfterHandler]
+    );
+}
+
+/// A running immediate reports Detach after its handler (C: attach,
+/// before-handler, handler, detach), or at once when the handler
+/// reschedules or frees it.
+fn e10_immediate_detaches_after_its_handler(b: &str) {
+    let mut ev = ctx(b);
+    let seen = traced(&mut ev);
+    let im = ev.create_immediate(None).unwrap();
+    let s = seen.clone();
+    // The handler leaves its own mark in the log.
+    ev.schedule_immediate(im, move |_, _| s.borrow_mut().push(("handler", Attach)))
+        .unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(
+        seen.take(),
+        [
+            ("immediate", Attach),
+            ("immediate", BeforeHandler),
+            ("handler", Attach),
+            ("immediate", AfterHandler),
+            ("immediate", Detach),
+        ]
+    );
+    // Rescheduled by its handler: the Detach comes before the new Attach.
+    let runs = Rc::new(std::cell::Cell::new(0));
+    let r = runs.clone();
+    ev.schedule_immediate(im, move |ev, me| {
+        r.set(r.get() + 1);
+        if r.get() == 1 {
+            ev.reschedule_immediate(me).unwrap();
+        }
+    })
+    .unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(
+        points(&seen, "immediate"),
+        [Attach, BeforeHandler, Detach, Attach, AfterHandler]
+    );
+    seen.borrow_mut().clear();
+    ev.loop_once().unwrap();
+    assert_eq!(
+        points(&seen, "immediate"),
+        [BeforeHandler, AfterHandler, Detach]
+    );
+    // Freed by its handler: one Detach, at the free.
+    seen.borrow_mut().clear();
+    ev.schedule_immediate(im, |ev, me| ev.free(me.erase()).unwrap())
+        .unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(
+        points(&seen, "immediate"),
+        [Attach, BeforeHandler, Detach, AfterHandler]
+    );
+}
+
+/// `update_timer` takes the timer out and puts it back (C: detach, attach).
+fn e10_update_timer_detaches_and_attaches(b: &str) {
+    let mut ev = ctx(b);
+    let seen = traced(&mut ev);
+    let t = ev
+        .add_timer(None, Duration::from_secs(60), |_, _, _| {})
+        .unwrap();
+    ev.update_timer(t, Duration::ZERO).unwrap();
+    assert_eq!(points(&seen, "timer"), [Attach, Detach, Attach]);
+    ev.loop_once().unwrap();
+    assert_eq!(
+        points(&seen, "timer"),
+        [Attach, Detach, Attach, BeforeHandler, AfterHandler, Detach]
+    );
+}
+
+/// A blocker at the head of a queue reports its turn.
+fn e10_queue_blocker_reports_before_handler(b: &str) {
+    let mut ev = ctx(b);
+    let seen = traced(&mut ev);
+    let q = ev.queue_create(None, "q").unwrap();
+    let r: Req<()> = ev.req_create(None, ()).unwrap();
+    ev.queue_add_blocker(q, r).unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(
+        points(&seen, "queue"),
+        [Attach, BeforeHandler, AfterHandler]
+    );
+    ev.free(r.erase()).unwrap();
+    assert_eq!(
+        points(&seen, "queue"),
+        [Attach, BeforeHandler, AfterHandler, Detach]
+    );
+}
+
+/// The trace callbacks can be taken out and chained.
+fn take_and_chain_trace_callbacks(b: &str) {
+    let mut ev = ctx(b);
+    let seen = traced(&mut ev);
+    let mut first = ev.take_event_trace_callback().unwrap();
+    let chained = Rc::new(std::cell::Cell::new(0));
+    let c = chained.clone();
+    ev.set_event_trace_callback(move |e, p| {
+        c.set(c.get() + 1);
+        first(e, p);
+    });
+    ev.add_timer(None, Duration::ZERO, |_, _, _| {}).unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(
+        points(&seen, "timer"),
+        [Attach, BeforeHandler, AfterHandler, Detach]
+    );
+    assert_eq!(chained.get(), 4);
+    assert!(ev.take_trace_callback().is_none());
+    ev.set_trace_callback(|_| {});
+    assert!(ev.take_trace_callback().is_some());
+    assert!(ev.take_trace_callback().is_none());
 }
 
 fn reset(b: &str) {
@@ -180,6 +309,10 @@ both!(
     immediate_trace,
     signal_trace,
     queue_trace,
+    e10_immediate_detaches_after_its_handler,
+    e10_update_timer_detaches_and_attaches,
+    e10_queue_blocker_reports_before_handler,
+    take_and_chain_trace_callbacks,
     reset,
     loop_points
 );

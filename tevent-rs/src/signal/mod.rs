@@ -3,8 +3,12 @@
 //!
 //! The signal handler only counts and wakes the loop through a self-pipe
 //! (see `process.rs`); each `loop_once` first runs every pending signal
-//! (E4 step 1): signal numbers in ascending order, the handlers of one
-//! signal newest first. A plain handler gets the deliveries since its last
+//! (E4 step 1): signal numbers in ascending order, each read only once the
+//! handlers of the lower ones ran (a signal they raise or a handler they
+//! add counts in the same pass), the handlers of one signal newest first.
+//! Deliveries belong to the signal, not to a handler: a handler added while
+//! its signal is pending gets the delivery, even when the handler that was
+//! there when it was caught is gone. A plain handler gets the deliveries since its last
 //! call coalesced into one `count`; an `SA_SIGINFO` handler gets one call
 //! per delivery, with its `siginfo` (E5). An `SA_RESETHAND` handler is
 //! freed after its first call. The first handler of a signal in the
@@ -199,6 +203,13 @@ pub(crate) struct Signals {
     by_signal: [Vec<Id>; CATCHABLE],
     seen: [u64; CATCHABLE],
     info_pos: [u64; CATCHABLE],
+    /// What was caught for a signal but not yet run when its last handler
+    /// went: the next handler added gets it, as in C, whose counters are
+    /// per signal rather than per handler.
+    parked: [Parked; CATCHABLE],
+    /// A handler was added for a parked signal: look, whatever the
+    /// generation says.
+    recheck: bool,
     last_gen: u64,
     wake: Option<(usize, &'static OwnedFd)>,
 }
@@ -219,7 +230,7 @@ impl Signals {
     /// this context has no handler for).
     #[inline]
     pub(crate) fn pending(&self) -> bool {
-        self.slab.len() > 0 && process::generation() != self.last_gen
+        self.slab.len() > 0 && (self.recheck || process::generation() != self.last_gen)
     }
 
     /// The read end of the context's self-pipe, while it has handlers.
@@ -256,6 +267,7 @@ impl Registry {
             self.sigs.seen[sig] = process::received(sig);
             self.sigs.info_pos[sig] = process::written(sig);
             process::set_interest(slot, sig, true);
+            self.sigs.recheck |= !self.sigs.parked[sig].is_empty();
         }
         let id = self
             .sigs
@@ -287,6 +299,8 @@ impl Registry {
         self.sigs.by_signal[sig].retain(|x| *x != id);
         process::uninstall(e.signal);
         if self.sigs.by_signal[sig].is_empty() {
+            let caught = self.sigs.catch_up(sig);
+            self.sigs.parked[sig].add(caught);
             if let Some((slot, _)) = self.sigs.wake {
                 process::set_interest(slot, sig, false);
             }
@@ -298,13 +312,67 @@ impl Registry {
     }
 }
 
-/// The work one signal pass found for one signal.
-struct Pending {
-    signal: Signal,
+/// Deliveries of one signal not yet handed to its handlers.
+#[derive(Default)]
+struct Parked {
+    /// For plain handlers: how many.
     count: u64,
+    /// For `SA_SIGINFO` handlers: the records still in the ring...
     infos: Vec<SigInfo>,
+    /// ...and how many were overwritten before we read them.
     lost: u64,
-    handlers: Vec<Id>,
+}
+
+impl Parked {
+    fn is_empty(&self) -> bool {
+        self.count == 0 && self.infos.is_empty() && self.lost == 0
+    }
+
+    fn add(&mut self, more: Parked) {
+        self.count += more.count;
+        self.infos.extend(more.infos);
+        self.lost += more.lost;
+    }
+}
+
+impl Signals {
+    /// Reads what the process caught of `sig` since this context last
+    /// looked, and moves its reading position on.
+    fn catch_up(&mut self, sig: usize) -> Parked {
+        let received = process::received(sig);
+        let written = process::written(sig);
+        let mut caught = Parked {
+            count: received - self.seen[sig],
+            ..Parked::default()
+        };
+        for n in self.info_pos[sig]..written {
+            match process::info(sig, n) {
+                Some(i) => caught.infos.push(i),
+                None => caught.lost += 1,
+            }
+        }
+        self.seen[sig] = received;
+        self.info_pos[sig] = written;
+        caught
+    }
+
+    /// The pending deliveries of `sig` and its handlers (newest first), if
+    /// it has both. A signal with none left is dropped (C's pass marks
+    /// its counter seen whether or not a handler is left).
+    fn take_pending(&mut self, sig: usize) -> Option<(Signal, Parked, Vec<Id>)> {
+        let mut pending = std::mem::take(&mut self.parked[sig]);
+        let first = *self.by_signal[sig].first()?;
+        pending.add(self.catch_up(sig));
+        if pending.is_empty() {
+            return None;
+        }
+        let signal = self.slab.get(first)?.signal;
+        Some((
+            signal,
+            pending,
+            self.by_signal[sig].iter().rev().copied().collect(),
+        ))
+    }
 }
 
 impl Context {
@@ -433,70 +501,44 @@ impl Context {
     }
 
     /// E4 step 1: runs every pending signal. Whether there was one.
+    ///
+    /// Each signal number is looked at in turn, after the handlers of the
+    /// numbers below it ran, as in C: a higher signal that one of them
+    /// raises, or a handler one of them adds, is seen in the same pass.
     pub(crate) fn run_signals(&mut self) -> bool {
-        let work = {
+        {
             let mut reg = self.reg.borrow_mut();
             let sigs = &mut reg.sigs;
             let gen = process::generation();
-            if sigs.slab.len() == 0 || gen == sigs.last_gen {
+            if sigs.slab.len() == 0 || (gen == sigs.last_gen && !sigs.recheck) {
                 return false;
             }
             sigs.last_gen = gen;
+            sigs.recheck = false;
             if let Some((_, rd)) = sigs.wake {
                 process::drain(rd);
             }
-            let mut work = Vec::new();
-            for sig in 1..CATCHABLE {
-                if sigs.by_signal[sig].is_empty() {
-                    continue;
-                }
-                let received = process::received(sig);
-                let written = process::written(sig);
-                let (from, count) = (sigs.info_pos[sig], received - sigs.seen[sig]);
-                if count == 0 && written == from {
-                    continue;
-                }
-                sigs.seen[sig] = received;
-                sigs.info_pos[sig] = written;
-                let mut infos = Vec::new();
-                let mut lost = 0;
-                for n in from..written {
-                    match process::info(sig, n) {
-                        Some(i) => infos.push(i),
-                        None => lost += 1,
-                    }
-                }
-                let Some(first) = sigs.by_signal[sig].first() else {
-                    continue;
-                };
-                let signal = sigs.slab.get(*first).map(|e| e.signal);
-                work.push(Pending {
-                    signal: signal.expect("listed handlers are live"),
-                    count,
-                    infos,
-                    lost,
-                    handlers: sigs.by_signal[sig].iter().rev().copied().collect(),
-                });
-            }
-            work
-        };
-        if work.is_empty() {
-            return false;
         }
         let me = self.id;
-        for p in &work {
-            for id in &p.handlers {
-                if !self.deliver(*id, p) || self.id != me {
+        let mut ran = false;
+        for sig in 1..CATCHABLE {
+            let work = self.reg.borrow_mut().sigs.take_pending(sig);
+            let Some((signal, pending, handlers)) = work else {
+                continue;
+            };
+            ran = true;
+            for id in handlers {
+                if !self.deliver(id, signal, &pending) || self.id != me {
                     return true;
                 }
             }
         }
-        true
+        ran
     }
 
     /// Hands one signal's pending deliveries to one handler. False if the
     /// context was replaced under us.
-    fn deliver(&mut self, id: Id, p: &Pending) -> bool {
+    fn deliver(&mut self, id: Id, signal: Signal, p: &Parked) -> bool {
         let me = self.id;
         let taken = {
             let mut reg = self.reg.borrow_mut();
@@ -512,20 +554,20 @@ impl Context {
         let mut calls = Vec::new();
         if flags.contains(SaFlags::SA_SIGINFO) {
             calls.extend(p.infos.iter().map(|i| Delivery {
-                signal: p.signal,
+                signal,
                 count: 1,
                 info: Some(*i),
             }));
             if p.lost > 0 {
                 calls.push(Delivery {
-                    signal: p.signal,
+                    signal,
                     count: p.lost,
                     info: None,
                 });
             }
         } else if p.count > 0 {
             calls.push(Delivery {
-                signal: p.signal,
+                signal,
                 count: p.count,
                 info: None,
             });
@@ -534,6 +576,9 @@ impl Context {
         for d in calls {
             self.trace_event(TracedEvent::Signal(handle), EventTrace::BeforeHandler);
             match self.call(|ev| cb(ev, handle, d)) {
+                Ok(()) if self.id == me => {
+                    self.trace_event(TracedEvent::Signal(handle), EventTrace::AfterHandler);
+                }
                 Ok(()) => {}
                 Err(e) => {
                     panic = Some(e);
