@@ -64,6 +64,9 @@ pub enum Error {
     NotInProgress,
     /// The queue is running: stop it before untriggering an entry.
     QueueRunning,
+    /// The request already has a profile (C fails the request with
+    /// `EINVAL`; here the request goes on).
+    AlreadyProfiled,
     /// The context holds as many events of this kind as its handles can
     /// name (2^32 - 1, less slots retired because their generation ran out).
     TooManyEvents,
@@ -92,6 +95,7 @@ impl fmt::Display for Error {
             Error::NoHandler => f.write_str("the immediate has no handler"),
             Error::NotInProgress => f.write_str("the request has already finished"),
             Error::QueueRunning => f.write_str("the queue is running"),
+            Error::AlreadyProfiled => f.write_str("the request already has a profile"),
             Error::TooManyEvents => f.write_str("the context has no room for another event"),
             Error::Os(e) => write!(f, "system call failed: {e}"),
         }

@@ -39,8 +39,9 @@
 //! - signals: [`SignalEvent`], [`Delivery`], [`SigInfo`] (signal/);
 //! - other threads: [`Remote`] (remote.rs);
 //! - async requests: [`Req`], [`ReqState`], [`ReqError`], timed waits
-//!   ([`Context::wakeup_send`]) (req.rs); queues of requests: [`Queue`],
-//!   [`QueueEntry`] (queue.rs);
+//!   ([`Context::wakeup_send`]) (req.rs); their profiles: [`ReqProfile`]
+//!   (profile.rs); queues of requests: [`Queue`], [`QueueEntry`]
+//!   (queue.rs);
 //! - trace hooks: [`TracePoint`], [`EventTrace`], [`TracedEvent`] (trace.rs);
 //! - errors: [`Error`], [`AddFdError`] (error.rs);
 //! - inside: the registry of callbacks (registry.rs, slab.rs).
@@ -107,6 +108,7 @@ mod error;
 mod fd;
 mod flags;
 mod immediate;
+mod profile;
 mod queue;
 mod registry;
 mod remote;
@@ -122,6 +124,7 @@ pub use fd::FdEvent;
 pub use flags::FdFlags;
 pub use immediate::Immediate;
 pub use nix::sys::signal::{SaFlags, Signal};
+pub use profile::ReqProfile;
 pub use queue::{Queue, QueueEntry};
 pub use remote::{Remote, RemoteFn, RemoteTask, ScheduleError};
 pub use req::{Req, ReqError, ReqState};

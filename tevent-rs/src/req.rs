@@ -17,9 +17,11 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::panic::Location;
 
 use talloc::{AnyPtr, IntoParent, Ptr, Talloc};
 
+use crate::profile::{self, ReqProfile};
 use crate::{Context, Error, Immediate, TimerEvent, When};
 
 /// Where a request is in its life (C's `enum tevent_req_state`, without
@@ -171,6 +173,7 @@ impl<S, E> fmt::Debug for Req<S, E> {
 type Callback<S, E> = Box<dyn FnOnce(&mut Context, Req<S, E>)>;
 type CancelFn<S, E> = Box<dyn FnMut(&mut Context, Req<S, E>) -> bool>;
 type CleanupFn<S, E> = Box<dyn FnMut(&mut Talloc, Req<S, E>, ReqState)>;
+type PrintFn<S, E> = Box<dyn Fn(&Context, Req<S, E>) -> String>;
 
 enum Status<E> {
     InProgress,
@@ -205,6 +208,14 @@ struct ReqNode<S, E> {
     endtime: Option<TimerEvent>,
     trigger: Option<Immediate>,
     defer: bool,
+    /// Where it was created and where it finished (for profiles and
+    /// [`req_print`](Context::req_print)).
+    created_at: &'static Location<'static>,
+    finished_at: Option<&'static Location<'static>>,
+    print: Option<PrintFn<S, E>>,
+    /// The profile of the request it was created under, to which its own
+    /// profile goes when it finishes.
+    parent_profile: Option<Ptr<ReqProfile>>,
 }
 
 /// Runs a request's cleanup function for `state`, unless it already ran for
@@ -245,11 +256,14 @@ impl Context {
     /// assert!(ev.req_state(req).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[track_caller]
     pub fn req_create<S: 'static, E: 'static>(
         &mut self,
         parent: impl IntoParent,
         state: S,
     ) -> Result<Req<S, E>, Error> {
+        let parent = parent.into_parent();
+        let parent_profile = profile::inherited(&self.heap, parent);
         let node = self.heap.alloc_local(
             parent,
             ReqNode::<S, E> {
@@ -261,6 +275,10 @@ impl Context {
                 endtime: None,
                 trigger: None,
                 defer: false,
+                created_at: Location::caller(),
+                finished_at: None,
+                print: None,
+                parent_profile,
             },
         )?;
         let state = match self.heap.alloc_local(node, state) {
@@ -277,7 +295,22 @@ impl Context {
             cleanup(heap, req, ReqState::Received);
             Ok(())
         })?;
+        // Created under a profiled request's state: profiled too.
+        if parent_profile.is_some() {
+            if let Err(e) = self.req_set_profile(req) {
+                let _ = self.heap.free(node);
+                return Err(e);
+            }
+        }
         Ok(req)
+    }
+
+    /// Where the request was created (and whether it is live).
+    pub(crate) fn req_created_at<S: 'static, E: 'static>(
+        &self,
+        req: Req<S, E>,
+    ) -> Result<&'static Location<'static>, Error> {
+        Ok(self.heap.get(req.node)?.created_at)
     }
 
     fn req_node<S: 'static, E: 'static>(
@@ -361,8 +394,9 @@ impl Context {
     /// assert_eq!(ev.req_done(req), Err(Error::NotInProgress));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[track_caller]
     pub fn req_done<S: 'static, E: 'static>(&mut self, req: Req<S, E>) -> Result<(), Error> {
-        self.req_finish(req, Status::Done)
+        self.req_finish(req, Status::Done, Location::caller())
     }
 
     /// Finishes the request with an error value (`tevent_req_error`).
@@ -375,12 +409,13 @@ impl Context {
     /// assert_eq!(ev.req_recv(req), Err(ReqError::Failed("no such user")));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[track_caller]
     pub fn req_error<S: 'static, E: 'static>(
         &mut self,
         req: Req<S, E>,
         error: E,
     ) -> Result<(), Error> {
-        self.req_finish(req, Status::Failed(error))
+        self.req_finish(req, Status::Failed(error), Location::caller())
     }
 
     /// Finishes the request as out of memory (`tevent_req_oom`).
@@ -392,8 +427,9 @@ impl Context {
     /// assert_eq!(ev.req_recv(req), Err(tevent::ReqError::NoMemory));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[track_caller]
     pub fn req_oom<S: 'static, E: 'static>(&mut self, req: Req<S, E>) -> Result<(), Error> {
-        self.req_finish(req, Status::NoMemory)
+        self.req_finish(req, Status::NoMemory, Location::caller())
     }
 
     /// C's `tevent_req_nomem`: the value of a heap result, or, when the
@@ -407,6 +443,7 @@ impl Context {
     /// # let _ = buf;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[track_caller]
     pub fn req_nomem<S: 'static, E: 'static, T>(
         &mut self,
         req: Req<S, E>,
@@ -425,6 +462,7 @@ impl Context {
         &mut self,
         req: Req<S, E>,
         status: Status<E>,
+        at: &'static Location<'static>,
     ) -> Result<(), Error> {
         let n = self.req_node(req)?;
         if !matches!(n.status, Status::InProgress) {
@@ -432,9 +470,12 @@ impl Context {
         }
         let state = status.state();
         n.status = status;
+        n.finished_at = Some(at);
+        let parent_profile = n.parent_profile;
         if let Some(t) = n.endtime.take() {
             let _ = self.heap.free(t.erase());
         }
+        profile::finish(&mut self.heap, req.erase(), parent_profile, state, at);
         cleanup(&mut self.heap, req, state);
         self.req_notify(req);
         Ok(())
@@ -579,14 +620,16 @@ impl Context {
     /// assert_eq!(ev.req_recv(req), Err(tevent::ReqError::TimedOut));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[track_caller]
     pub fn req_set_endtime<S: 'static, E: 'static>(
         &mut self,
         req: Req<S, E>,
         when: impl Into<When>,
     ) -> Result<(), Error> {
         self.req_reset_endtime(req)?;
+        let at = Location::caller();
         let t = self.add_timer(req.node, when, move |ev, _, _| {
-            let _ = ev.req_finish(req, Status::TimedOut);
+            let _ = ev.req_finish(req, Status::TimedOut, at);
         })?;
         self.req_node(req)?.endtime = Some(t);
         Ok(())
@@ -708,6 +751,7 @@ impl Context {
         n.status = Status::Received;
         n.callback = None;
         n.cancel = None;
+        n.print = None;
         let (t, im) = (n.endtime.take(), n.trigger.take());
         for p in [t.map(TimerEvent::erase), im.map(Immediate::erase)]
             .into_iter()
@@ -717,6 +761,55 @@ impl Context {
         }
         cleanup(&mut self.heap, req, ReqState::Received);
         let _ = self.heap.free(req.state);
+        Ok(())
+    }
+
+    /// A one-line description of the request (`tevent_req_print`): what
+    /// the function set by [`req_set_print_fn`](Context::req_set_print_fn)
+    /// says, or by default its handle and creation place, its state, its
+    /// state's type and handle, its end-time timer and where it finished.
+    ///
+    /// ```
+    /// # let mut ev = tevent::Context::new()?;
+    /// let req: tevent::Req<u32> = ev.req_create(None, 0)?;
+    /// let line = ev.req_print(req)?;
+    /// assert!(line.starts_with("Req["), "{line}");
+    /// assert!(line.contains("InProgress") && line.contains("u32"), "{line}");
+    /// ev.req_set_print_fn(req, |ev, req| format!("counter at {}", ev.heap()[req.state()]))?;
+    /// assert_eq!(ev.req_print(req)?, "counter at 0");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[doc(alias = "tevent_req_print")]
+    #[doc(alias = "tevent_req_default_print")]
+    pub fn req_print<S: 'static, E: 'static>(&self, req: Req<S, E>) -> Result<String, Error> {
+        let n = self.heap.get(req.node)?;
+        if let Some(f) = &n.print {
+            return Ok(f(self, req));
+        }
+        let finished = n
+            .finished_at
+            .map_or_else(|| "-".to_string(), profile::place);
+        Ok(format!(
+            "Req[{:?} created at {}]: {:?}, state {} {:?}, timer {:?}, finished at {}",
+            req.node.erase(),
+            profile::place(n.created_at),
+            n.status.state(),
+            std::any::type_name::<S>(),
+            req.state.erase(),
+            n.endtime,
+            finished,
+        ))
+    }
+
+    /// Sets the function [`req_print`](Context::req_print) calls
+    /// (`tevent_req_set_print_fn`); receiving the request drops it, as in C.
+    #[doc(alias = "tevent_req_set_print_fn")]
+    pub fn req_set_print_fn<S: 'static, E: 'static>(
+        &mut self,
+        req: Req<S, E>,
+        f: impl Fn(&Context, Req<S, E>) -> String + 'static,
+    ) -> Result<(), Error> {
+        self.req_node(req)?.print = Some(Box::new(f));
         Ok(())
     }
 

@@ -305,7 +305,80 @@ fn request_in_two_queues(b: &str) {
     ev.req_poll(w2).unwrap();
 }
 
+/// Profiles (C's `tevent_req_profile`): a profiled request's sub-requests
+/// created under its state are profiled; each finished one's profile moves
+/// under its parent's, in the order they finished, and outlives it.
+fn profiles_follow_subrequests(b: &str) {
+    let mut ev = ctx(b);
+    let outer: Req<u64, String> = ev.req_create(None, 0).unwrap();
+    assert_eq!(ev.req_profile(outer), Ok(None));
+    let p = ev.req_set_profile(outer).unwrap();
+    assert_eq!(ev.req_set_profile(outer), Err(Error::AlreadyProfiled));
+    assert!(
+        ev.req_is_in_progress(outer).unwrap(),
+        "a second profile does not fail it"
+    );
+    let first: Req<u8> = ev.req_create(outer.state(), 1).unwrap();
+    let second: Req<u16> = ev.req_create(outer.state(), 2).unwrap();
+    let deeper: Req<u32> = ev.req_create(second.state(), 3).unwrap();
+    let elsewhere: Req<i8> = ev.req_create(outer.erase(), 4).unwrap();
+    assert!(ev.req_profile(first).unwrap().is_some());
+    assert!(ev.req_profile(deeper).unwrap().is_some());
+    assert_eq!(ev.req_profile(elsewhere), Ok(None), "not under the state");
+    ev.req_done(second).unwrap();
+    ev.req_set_endtime(first, Duration::ZERO).unwrap();
+    ev.req_poll(first).unwrap();
+    assert_eq!(ev.req_profile(second), Ok(None), "moved to the parent's");
+    ev.free(first.erase()).unwrap();
+    ev.free(second.erase()).unwrap();
+    let subs = ev.profile_subprofiles(p).unwrap();
+    let names: Vec<_> = subs.iter().map(|s| ev.heap()[*s].name.clone()).collect();
+    assert_eq!(names, ["u16", "u8"], "in the order they finished");
+    let second_p = &ev.heap()[subs[0]];
+    assert_eq!(second_p.state, ReqState::Done);
+    assert!(second_p.stop_location.contains("requests.rs"));
+    assert_eq!(ev.heap()[subs[1]].state, ReqState::TimedOut);
+    // deeper was freed with second, in progress: its profile went with it.
+    assert_eq!(ev.profile_subprofiles(subs[0]), Ok(vec![]));
+    ev.req_error(outer, "failed".into()).unwrap();
+    let kept = ev.req_move_profile(outer, None).unwrap().unwrap();
+    ev.free(outer.erase()).unwrap();
+    let top = &ev.heap()[kept];
+    assert_eq!(top.state, ReqState::Error);
+    assert!(top.name.contains("u64"));
+    assert!(top.start_location.contains("requests.rs"));
+    assert!(top.stop_time.unwrap() >= top.start_time);
+    ev.free(kept.erase()).unwrap();
+    assert!(!ev.heap().contains(elsewhere.erase()), "went with outer");
+}
+
+/// `tevent_req_print`: a default line, or the caller's function until the
+/// request is received.
+fn print(b: &str) {
+    let mut ev = ctx(b);
+    let req: Req<Vec<u8>> = ev.req_create(None, vec![1]).unwrap();
+    let line = ev.req_print(req).unwrap();
+    assert!(line.contains("requests.rs"), "{line}");
+    assert!(
+        line.contains("InProgress") && line.contains("finished at -"),
+        "{line}"
+    );
+    ev.req_set_print_fn(req, |ev, req| {
+        format!("{} bytes", ev.heap()[req.state()].len())
+    })
+    .unwrap();
+    assert_eq!(ev.req_print(req).unwrap(), "1 bytes");
+    ev.req_done(req).unwrap();
+    ev.req_recv(req).unwrap();
+    let line = ev.req_print(req).unwrap();
+    assert!(line.contains("Received"), "{line}");
+    ev.free(req.erase()).unwrap();
+    assert_eq!(ev.req_print(req), Err(Error::Stale));
+}
+
 both!(
+    profiles_follow_subrequests,
+    print,
     create,
     finish_and_callback,
     no_memory,
