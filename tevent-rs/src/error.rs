@@ -40,12 +40,6 @@ pub enum Error {
         /// What the system said.
         errno: Errno,
     },
-    /// The fd already has two events (a reader and a writer, C's epoll
-    /// limit); a third registration of the same fd is refused.
-    FdInUse {
-        /// The fd number.
-        fd: RawFd,
-    },
     /// The signal number is out of range, cannot be caught (`SIGKILL`,
     /// `SIGSTOP`) or is not supported (real-time signals).
     InvalidSignal(i32),
@@ -82,7 +76,6 @@ impl fmt::Display for Error {
             Error::Heap(e) => write!(f, "heap error: {e}"),
             Error::Nested => f.write_str("nested loop_once refused"),
             Error::BadFd { fd, errno } => write!(f, "fd {fd} cannot be watched: {errno}"),
-            Error::FdInUse { fd } => write!(f, "fd {fd} already has two events"),
             Error::InvalidSignal(n) => write!(f, "signal {n} cannot be handled"),
             Error::InvalidSignalFlags => {
                 f.write_str("only SA_RESTART, SA_RESETHAND and SA_SIGINFO are supported")

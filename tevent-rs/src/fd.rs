@@ -146,8 +146,10 @@ impl Context {
     /// context, the event's handle and the ready flags (masked to what the
     /// event asks for).
     ///
-    /// A closed or invalid fd gives [`Error::BadFd`], a third event on the
-    /// same fd [`Error::FdInUse`]; the error hands `io` back.
+    /// A closed or invalid fd gives [`Error::BadFd`]; the error hands `io`
+    /// back. One fd may have any number of events (through objects that
+    /// share it, such as an `Rc<UnixStream>`); each readiness report goes
+    /// to one of them, in turn.
     ///
     /// ```
     /// use std::os::unix::net::UnixStream;

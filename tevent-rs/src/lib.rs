@@ -54,8 +54,9 @@
 //!   stays usable (C aborts, or with its abort hook is left unusable);
 //! - a double free, a stale or foreign handle, a bad fd or signal number
 //!   give typed errors, never an abort;
-//! - an fd event owns its I/O object (no fd closed under the loop); at most
-//!   two events per fd on both backends (C's epoll limit);
+//! - an fd event owns its I/O object (no fd closed under the loop); an fd
+//!   may have any number of events on both backends (C 0.14's epoll stops
+//!   at two);
 //! - an event freed in its own callback is gone at once, and a freed
 //!   context's events are dropped with its heap (nothing is left half
 //!   alive);

@@ -74,31 +74,6 @@ fn regular_file(b: &str) {
     still_usable(&mut ev);
 }
 
-fn third_event_on_one_fd(b: &str) {
-    let mut ev = ctx(b);
-    let (s, _peer) = pair();
-    let s = Rc::new(s);
-    let r = ev
-        .add_fd(None, s.clone(), FdFlags::READ, |_, _, _| {})
-        .unwrap();
-    let w = ev
-        .add_fd(None, s.clone(), FdFlags::WRITE, |_, _, _| {})
-        .unwrap();
-    let e = ev
-        .add_fd(None, s.clone(), FdFlags::READ, |_, _, _| {})
-        .unwrap_err();
-    assert_eq!(e.error(), &Error::FdInUse { fd: s.as_raw_fd() });
-    drop(e);
-    assert_eq!(
-        Rc::strong_count(&s),
-        3,
-        "the refused clone came back and went"
-    );
-    ev.free(r.erase()).unwrap();
-    ev.free(w.erase()).unwrap();
-    still_usable(&mut ev);
-}
-
 fn stale_handles(b: &str) {
     let mut ev = ctx(b);
     let (s, _peer) = pair();
@@ -231,7 +206,6 @@ fn misc(b: &str) {
 both!(
     closed_fd,
     regular_file,
-    third_event_on_one_fd,
     stale_handles,
     foreign_handles,
     stale_parent,

@@ -176,7 +176,65 @@ fn queue_entry_tags(backend: &str) {
     assert_eq!(ev.set_queue_entry_tag(e, 1), Err(Error::Stale));
 }
 
+/// More than two events on one fd (C's poll backend allows it, and epoll
+/// from tevent 0.16): each readiness report goes to one of those that want
+/// it, in turn, and a hang-up reaches each reader.
+fn many_events_on_one_fd(backend: &str) {
+    let mut ev = ctx(backend);
+    let (s, mut peer) = pair();
+    let s = Rc::new(s);
+    let calls = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let mut events = Vec::new();
+    for (n, flags) in [
+        (0, FdFlags::READ),
+        (1, FdFlags::READ),
+        (2, FdFlags::READ),
+        (3, FdFlags::WRITE),
+    ] {
+        let c = calls.clone();
+        let fde = ev
+            .add_fd(None, s.clone(), flags, move |ev, me, got| {
+                c.borrow_mut().push((n, got));
+                if got == FdFlags::WRITE {
+                    ev.set_fd_flags(me, FdFlags::empty()).unwrap();
+                }
+            })
+            .map_err(|e| e.into_parts().0)
+            .unwrap();
+        events.push(fde);
+    }
+    // Writable at once: the writer runs, then goes silent.
+    ev.loop_once().unwrap();
+    assert_eq!(calls.take(), [(3, FdFlags::WRITE)]);
+    // One byte stays readable (nobody reads it): the readers take turns.
+    peer.write_all(b"x").unwrap();
+    for _ in 0..6 {
+        ev.loop_once().unwrap();
+    }
+    let got = calls.take();
+    assert_eq!(got.len(), 6);
+    let mut readers: Vec<_> = got.iter().map(|(n, _)| *n).collect();
+    assert!(got.iter().all(|(_, f)| *f == FdFlags::READ));
+    assert_eq!(readers[..3], readers[3..], "a fixed rotation: {readers:?}");
+    readers.truncate(3);
+    readers.sort();
+    assert_eq!(readers, [0, 1, 2], "each reader in turn");
+    // Freeing one leaves the others working.
+    ev.free(events[1].erase()).unwrap();
+    for _ in 0..4 {
+        ev.loop_once().unwrap();
+    }
+    let mut readers: Vec<_> = calls.take().iter().map(|(n, _)| *n).collect();
+    readers.sort();
+    assert_eq!(readers, [0, 0, 2, 2]);
+    for e in [events[0], events[2], events[3]] {
+        ev.free(e.erase()).unwrap();
+    }
+    assert_eq!(Rc::strong_count(&s), 1, "every event let go of the socket");
+}
+
 both!(
+    many_events_on_one_fd,
     queue_add_optimize_empty_triggers_directly_when_idle,
     queue_entry_tags,
     e06_write_only_hangup_returns_from_loop_once,

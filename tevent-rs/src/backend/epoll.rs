@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use talloc::Talloc;
 
-use super::{millis, route, FdSet, Internal, Ready, Waited};
+use super::{millis, FdSet, Internal, Ready, Waited};
 use crate::{Error, FdFlags};
 
 /// Tokens of the internal fds have this bit; user fds use their fd number.
@@ -144,41 +144,15 @@ impl EpollBackend {
             write: events.contains(EpollFlags::EPOLLOUT),
             hangup: events.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR),
         };
-        let Some(group) = fds.group(fd).copied() else {
-            return Ok(Waited::Nothing);
-        };
-        let mut chosen = None;
-        let mut changed = None;
-        for k in 0..2 {
-            let slot = (group.next as usize + k) % 2;
-            let Some(id) = group.members[slot] else {
-                continue;
-            };
-            let Some(e) = fds.slab.get_mut(id) else {
-                continue;
-            };
-            let (out, left) = route(e.flags, ready);
-            if left != e.flags {
-                e.flags = left;
-                changed = Some(id);
-            }
-            if !out.is_empty() && chosen.is_none() {
-                chosen = Some((id, out, slot));
-            }
-        }
-        if let Some(id) = changed {
-            let e = fds.slab.get(id).expect("just seen");
-            if let Some(b) = e.io_fd(heap) {
+        let (changed, chosen) = fds.route_ready(fd, ready);
+        if changed {
+            let e = fds.any_member(fd).and_then(|id| fds.slab.get(id));
+            if let Some(b) = e.and_then(|e| e.io_fd(heap)) {
                 self.sync(fds, b)?;
             }
         }
         Ok(match chosen {
-            Some((id, out, slot)) => {
-                if let Some(g) = fds.group_mut(fd) {
-                    g.next = ((slot + 1) % 2) as u8;
-                }
-                Waited::Fd(id, out)
-            }
+            Some((id, out)) => Waited::Fd(id, out),
             None => Waited::Nothing,
         })
     }

@@ -46,12 +46,13 @@ impl FdEntry {
     }
 }
 
-/// The events of one fd number (at most two, as C's epoll allows).
-#[derive(Default, Clone, Copy)]
+/// The events of one fd number, oldest first: any number of them (C's
+/// poll backend has no limit; its 0.14 epoll backend stops at two).
+#[derive(Default, Clone)]
 pub(crate) struct Group {
-    pub(crate) members: [Option<Id>; 2],
-    /// Which member gets the next event both want (round robin).
-    pub(crate) next: u8,
+    pub(crate) members: Vec<Id>,
+    /// Which member is asked first about the next event (round robin).
+    pub(crate) next: usize,
     /// What epoll was told (`None`: not in the epoll set).
     pub(crate) registered: Option<FdFlags>,
 }
@@ -78,7 +79,7 @@ impl FdSet {
         self.groups.get_mut(usize::try_from(fd).ok()?)
     }
 
-    /// Stores a new event under its fd's group, or refuses a third one.
+    /// Stores a new event under its fd's group.
     pub(crate) fn insert(&mut self, entry: FdEntry) -> Result<Id, Error> {
         let fd = entry.fd;
         let i = usize::try_from(fd).map_err(|_| Error::BadFd {
@@ -88,13 +89,8 @@ impl FdSet {
         if self.groups.len() <= i {
             self.groups.resize(i + 1, Group::default());
         }
-        let free = match self.groups[i].members {
-            [None, _] => 0,
-            [_, None] => 1,
-            _ => return Err(Error::FdInUse { fd }),
-        };
         let id = self.slab.insert(entry).map_err(|_| Error::TooManyEvents)?;
-        self.groups[i].members[free] = Some(id);
+        self.groups[i].members.push(id);
         Ok(id)
     }
 
@@ -102,9 +98,11 @@ impl FdSet {
     pub(crate) fn remove(&mut self, id: Id) -> Option<FdEntry> {
         let entry = self.slab.remove(id)?;
         if let Some(g) = self.group_mut(entry.fd) {
-            for m in &mut g.members {
-                if *m == Some(id) {
-                    *m = None;
+            if let Some(k) = g.members.iter().position(|m| *m == id) {
+                g.members.remove(k);
+                // The member that was next stays next.
+                if k < g.next {
+                    g.next -= 1;
                 }
             }
         }
@@ -115,13 +113,56 @@ impl FdSet {
     pub(crate) fn interest(&self, fd: RawFd) -> FdFlags {
         let mut want = FdFlags::empty();
         if let Some(g) = self.group(fd) {
-            for id in g.members.iter().flatten() {
+            for id in &g.members {
                 if let Some(e) = self.slab.get(*id) {
                     want |= e.flags;
                 }
             }
         }
         want
+    }
+
+    /// Routes one readiness report of `fd` to its events, from the one
+    /// whose turn it is: each event's flags are updated (a hang-up switches
+    /// off a write-only event's WRITE), and the first that is to be told
+    /// is chosen and the turn passes to the one after it. Whether any
+    /// event's flags changed, and the chosen one with what it is told.
+    pub(crate) fn route_ready(&mut self, fd: RawFd, ready: Ready) -> (bool, Option<(Id, FdFlags)>) {
+        let Some(g) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.groups.get_mut(i))
+        else {
+            return (false, None);
+        };
+        let n = g.members.len();
+        let (mut changed, mut chosen) = (false, None);
+        for k in 0..n {
+            let slot = (g.next + k) % n;
+            let id = g.members[slot];
+            let Some(e) = self.slab.get_mut(id) else {
+                continue;
+            };
+            let (out, left) = route(e.flags, ready);
+            if left != e.flags {
+                e.flags = left;
+                changed = true;
+            }
+            if !out.is_empty() && chosen.is_none() {
+                chosen = Some((id, out, slot));
+            }
+        }
+        match chosen {
+            Some((id, out, slot)) => {
+                g.next = (slot + 1) % n;
+                (changed, Some((id, out)))
+            }
+            None => (changed, None),
+        }
+    }
+
+    /// Some event of `fd`, to borrow the fd from.
+    pub(crate) fn any_member(&self, fd: RawFd) -> Option<Id> {
+        self.group(fd)?.members.first().copied()
     }
 }
 
