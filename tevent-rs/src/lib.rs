@@ -38,6 +38,7 @@
 //! - immediates: [`Immediate`] (immediate.rs);
 //! - signals: [`SignalEvent`], [`Delivery`], [`SigInfo`] (signal/);
 //! - other threads: [`Remote`] (remote.rs);
+//! - after `fork`: [`Context::re_initialise`], [`cached_getpid`] (fork.rs);
 //! - async requests: [`Req`], [`ReqState`], [`ReqError`], timed waits
 //!   ([`Context::wakeup_send`]) (req.rs); their profiles: [`ReqProfile`]
 //!   (profile.rs); queues of requests: [`Queue`], [`QueueEntry`]
@@ -108,6 +109,7 @@ mod dispatch;
 mod error;
 mod fd;
 mod flags;
+mod fork;
 mod immediate;
 mod profile;
 mod queue;
@@ -123,6 +125,7 @@ pub use context::Context;
 pub use error::{AddFdError, Error};
 pub use fd::FdEvent;
 pub use flags::FdFlags;
+pub use fork::cached_getpid;
 pub use immediate::Immediate;
 pub use nix::sys::signal::{SaFlags, Signal};
 pub use profile::ReqProfile;

@@ -377,6 +377,19 @@ impl RemoteInner {
         // A3: unlock.
     }
 
+    /// In a forked child: as [`close`](RemoteInner::close), unless a thread
+    /// of the parent held the lock when the process forked (that thread
+    /// does not exist here, so the lock is never let go): then the queue is
+    /// left as it is, and nothing in this process can reach it but old
+    /// handles, whose sends then wait forever... which is why the lock is
+    /// only tried.
+    pub(crate) fn abandon(&self) -> VecDeque<Task> {
+        match self.queue.try_lock() {
+            Some(mut q) => q.take().map(|q| q.tasks).unwrap_or_default(),
+            None => VecDeque::new(),
+        }
+    }
+
     /// The context is going: later sends fail. Gives back what was queued.
     pub(crate) fn close(&self) -> VecDeque<Task> {
         self.queue
@@ -418,6 +431,19 @@ impl Registry {
             }
         }
         self.remote_spare = more;
+    }
+
+    /// Drops the remote queue (in a forked child: its eventfd is shared
+    /// with the parent, and its senders are the parent's threads): its old
+    /// handles fail from now on, and the next [`Context::remote`] makes a
+    /// new one. Gives back the tasks to drop, outside the registry.
+    pub(crate) fn forget_remote(&mut self) -> Vec<Task> {
+        let mut gone: Vec<Task> = self.remote_batch.drain(..).collect();
+        if let Some(inner) = self.remote.take() {
+            self.backend.remove_internal(inner.wake_fd());
+            gone.extend(inner.abandon());
+        }
+        gone
     }
 
     /// Arms the remote queue before a wait: false if remote work is queued,

@@ -233,7 +233,61 @@ fn many_events_on_one_fd(backend: &str) {
     assert_eq!(Rc::strong_count(&s), 1, "every event let go of the socket");
 }
 
+/// `tevent_re_initialise` (what a child calls after `fork`): every event
+/// keeps working on the new backend instance, and the remote queue starts
+/// afresh (its old handles fail, a new one works).
+fn re_initialise_keeps_every_event(backend: &str) {
+    let mut ev = ctx(backend);
+    let log = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (r, mut w) = pair();
+    let l = log.clone();
+    let fde = ev
+        .add_fd(None, r, FdFlags::READ, move |ev, me, _| {
+            l.borrow_mut().push("fd");
+            ev.set_fd_flags(me, FdFlags::empty()).unwrap();
+        })
+        .map_err(|e| e.into_parts().0)
+        .unwrap();
+    ev.set_fd_tag(fde, 7).unwrap();
+    let l = log.clone();
+    ev.add_timer(None, Duration::from_millis(1), move |_, _, _| {
+        l.borrow_mut().push("timer")
+    })
+    .unwrap();
+    let im = ev.create_immediate(None).unwrap();
+    let l = log.clone();
+    ev.schedule_immediate(im, move |_, _| l.borrow_mut().push("immediate"))
+        .unwrap();
+    let old = ev.remote().unwrap();
+    old.schedule(|_| unreachable!("sent before the fork: the parent runs it"))
+        .unwrap();
+
+    ev.re_initialise().unwrap();
+    assert_eq!(tevent::cached_getpid(), std::process::id());
+    assert!(!old.is_alive(), "the old queue is gone");
+    assert!(old.schedule(|_| {}).is_err());
+    w.write_all(b"x").unwrap();
+    ev.loop_until(|_| log.borrow().len() == 3).unwrap();
+    let mut got = log.take();
+    got.sort();
+    assert_eq!(got, ["fd", "immediate", "timer"]);
+    assert_eq!(ev.fd_tag(fde), Ok(7));
+    // Flags set after the re-initialisation reach the new instance.
+    ev.set_fd_flags(fde, FdFlags::READ).unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(log.take(), ["fd"]);
+    // A new remote queue wakes the loop from another thread.
+    let remote = ev.remote().unwrap();
+    let p = fde.erase();
+    let sent = std::thread::spawn(move || remote.schedule(move |ev| ev.free(p).unwrap()));
+    sent.join().unwrap().unwrap();
+    ev.set_wait_timeout(Duration::from_secs(5));
+    ev.loop_wait().unwrap();
+    assert!(!ev.has_events());
+}
+
 both!(
+    re_initialise_keeps_every_event,
     many_events_on_one_fd,
     queue_add_optimize_empty_triggers_directly_when_idle,
     queue_entry_tags,

@@ -570,6 +570,39 @@ fn e08_a_new_handler_sees_a_pending_delivery(b: &str) {
     ev.free(new.erase()).unwrap();
 }
 
+/// `re_initialise` (after `fork`) moves the context's signal wake-ups to a
+/// pipe of its own: handlers keep running, and a signal still wakes a loop
+/// blocked in its wait.
+fn re_initialise_keeps_signal_handlers(b: &str) {
+    let mut ev = ctx(b);
+    let got = Rc::new(Cell::new(0));
+    let g = got.clone();
+    let se = ev
+        .add_signal(None, Signal::SIGUSR1, SaFlags::empty(), move |_, _, d| {
+            g.set(g.get() + d.count)
+        })
+        .unwrap();
+    raise(Signal::SIGUSR1).unwrap();
+    ev.re_initialise().unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(got.get(), 1, "a delivery from before is kept");
+    let sender = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(50));
+        kill(Pid::this(), Signal::SIGUSR1).unwrap();
+    });
+    ev.set_wait_timeout(Duration::from_secs(10));
+    let t0 = Instant::now();
+    ev.loop_once().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "woken through the new pipe"
+    );
+    assert_eq!(got.get(), 2);
+    sender.join().unwrap();
+    ev.free(se.erase()).unwrap();
+    assert_caught(Signal::SIGUSR1, false);
+}
+
 fn child(mode: &str) {
     if mode == "restore" {
         let mut ev = tevent::Context::new().unwrap();
@@ -616,6 +649,10 @@ const TESTS: &[Test] = &[
     ),
     ("free_handlers_in_handler", free_handlers_in_handler),
     ("panicking_handler", panicking_handler),
+    (
+        "re_initialise_keeps_signal_handlers",
+        re_initialise_keeps_signal_handlers,
+    ),
     ("torture_context", torture_context),
     ("action_restored_in_child", action_restored_in_child),
 ];

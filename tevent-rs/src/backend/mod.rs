@@ -160,6 +160,17 @@ impl FdSet {
         }
     }
 
+    /// Forgets what the backend was told about every fd (it is a new
+    /// backend); gives one event of each fd that has any, to tell it again.
+    pub(crate) fn forget_registrations(&mut self) -> Vec<Id> {
+        let mut firsts = Vec::new();
+        for g in &mut self.groups {
+            g.registered = None;
+            firsts.extend(g.members.first().copied());
+        }
+        firsts
+    }
+
     /// Some event of `fd`, to borrow the fd from.
     pub(crate) fn any_member(&self, fd: RawFd) -> Option<Id> {
         self.group(fd)?.members.first().copied()
@@ -239,6 +250,16 @@ impl Backend {
                 Err(_) => Backend::Poll(poll::PollBackend::default()),
             }),
             _ => Err(Error::UnknownBackend(name.to_string())),
+        }
+    }
+
+    /// A fresh instance of the same backend, for a forked child: epoll's
+    /// set lives in the kernel, shared with the parent; poll keeps nothing
+    /// there (`None`: keep this one).
+    pub(crate) fn renewed(&self) -> Result<Option<Backend>, Error> {
+        match self {
+            Backend::Epoll(_) => Ok(Some(Backend::Epoll(epoll::EpollBackend::new()?))),
+            Backend::Poll(_) => Ok(None),
         }
     }
 

@@ -284,6 +284,24 @@ impl Registry {
         Ok(id)
     }
 
+    /// Moves the context's signal wake-ups to a pipe of this process (after
+    /// `fork`, the one it has is shared with the parent), registered with
+    /// the (new) backend.
+    pub(crate) fn renew_signal_wake(&mut self) -> Result<(), Error> {
+        let Some((old, _)) = self.sigs.wake else {
+            return Ok(());
+        };
+        let (slot, rd) = process::acquire_wake()?;
+        if let Err(e) = self.backend.add_internal(Internal::Signals, rd.as_fd()) {
+            process::release_wake(slot);
+            return Err(e);
+        }
+        process::copy_interest(old, slot);
+        process::release_wake(old);
+        self.sigs.wake = Some((slot, rd));
+        Ok(())
+    }
+
     fn release_signal_wake(&mut self) {
         if let Some((slot, rd)) = self.sigs.wake.take() {
             self.backend.remove_internal(rd.as_fd());

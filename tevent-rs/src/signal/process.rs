@@ -9,7 +9,13 @@
 //!
 //! Contexts read the counters and the ring at their own pace: each keeps
 //! its own "seen" positions, so every context with a handler for a signal
-//! sees every delivery. Installing and restoring the actions (a reference
+//! sees every delivery.
+//!
+//! A forked child inherits the wake pipes, which it then shares with its
+//! parent: each slot remembers the process that created its pipe, a child
+//! never takes a slot whose pipe is its parent's, and
+//! [`Context::re_initialise`](crate::Context::re_initialise) moves the
+//! context to a pipe of its own. Installing and restoring the actions (a reference
 //! count per signal: the first handler installs, the last one restores the
 //! action found before) goes through one mutex.
 
@@ -94,12 +100,15 @@ struct WakeSlot {
     interest: AtomicU64,
     /// (read end, write end), both non-blocking; never closed.
     pipe: OnceCell<(OwnedFd, OwnedFd)>,
+    /// The process that created the pipe.
+    creator: AtomicU32,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY_WAKE: WakeSlot = WakeSlot {
     interest: AtomicU64::new(0),
     pipe: OnceCell::new(),
+    creator: AtomicU32::new(0),
 };
 
 static WAKE: [WakeSlot; WAKE_SLOTS] = [EMPTY_WAKE; WAKE_SLOTS];
@@ -243,22 +252,34 @@ pub(crate) fn uninstall(signal: Signal) {
     }
 }
 
-/// Takes a free wake slot for a context: its pipe's read end, emptied.
+/// Takes a free wake slot for a context: its pipe's read end, emptied. A
+/// slot whose pipe a parent process created (we are a forked child) is not
+/// free: that pipe is still the parent's.
 pub(crate) fn acquire_wake() -> Result<(usize, &'static OwnedFd), Error> {
     let mut book = book();
-    let slot = book
-        .wake_used
-        .iter()
-        .position(|used| !used)
+    let me = std::process::id();
+    let ours = |s: &WakeSlot| s.pipe.get().is_none() || s.creator.load(Ordering::Relaxed) == me;
+    let slot = (0..WAKE_SLOTS)
+        .find(|&s| !book.wake_used[s] && ours(&WAKE[s]))
         .ok_or(Error::TooManySignalContexts)?;
     let (rd, _) = WAKE[slot]
         .pipe
-        .get_or_try_init(|| nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC))
+        .get_or_try_init(|| {
+            WAKE[slot].creator.store(me, Ordering::Relaxed);
+            nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+        })
         .map_err(Error::Os)?;
     book.wake_used[slot] = true;
     WAKE[slot].interest.store(0, Ordering::SeqCst);
     drain(rd);
     Ok((slot, rd))
+}
+
+/// Copies the interest bits of wake slot `from` to `to` (the handler then
+/// wakes both, until `from` is released).
+pub(crate) fn copy_interest(from: usize, to: usize) {
+    let bits = WAKE[from].interest.load(Ordering::SeqCst);
+    WAKE[to].interest.fetch_or(bits, Ordering::SeqCst);
 }
 
 /// Gives a wake slot back.
@@ -284,5 +305,29 @@ pub(crate) fn drain(rd: &OwnedFd) {
         if n < buf.len() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a forked child, a slot whose pipe the parent created is never
+    /// taken: the pipe is still the parent's. (A fork itself needs `unsafe`,
+    /// which this crate does not use: the child is played by changing the
+    /// slot's creator.)
+    #[test]
+    fn a_slot_with_a_pipe_of_another_process_is_not_taken() {
+        let (slot, _) = acquire_wake().unwrap();
+        release_wake(slot);
+        WAKE[slot].creator.store(u32::MAX, Ordering::Relaxed);
+        let (other, _) = acquire_wake().unwrap();
+        assert_ne!(other, slot, "the parent's pipe was taken");
+        release_wake(other);
+        WAKE[slot]
+            .creator
+            .store(std::process::id(), Ordering::Relaxed);
+        let (again, _) = acquire_wake().unwrap();
+        release_wake(again);
     }
 }
