@@ -27,7 +27,7 @@ use crate::remote::Task;
 use crate::slab::Id;
 use crate::timer::FireFn;
 use crate::trace::{self, EventTrace, TracePoint, TracedEvent};
-use crate::{Context, Error, FdFlags, Immediate, TimerEvent};
+use crate::{Context, Error, FdFlags, Immediate, TimerEvent, Wrapped};
 
 /// What `loop_once` does next.
 enum Step {
@@ -262,7 +262,11 @@ impl Context {
             self.reg.borrow_mut().imms.owe_detach(handle.id());
             trace::event(&self.reg, e, EventTrace::BeforeHandler);
         }
-        let r = self.call(|ev| f(ev, handle));
+        let r = self.call_handler(
+            handle.erase(),
+            || Wrapped::Immediate(handle),
+            |ev| f(ev, handle),
+        );
         if self.id == me {
             let (back, owed) = {
                 let mut reg = self.reg.borrow_mut();
@@ -304,7 +308,14 @@ impl Context {
             );
         }
         let me = self.id;
-        let r = self.call(|ev| fire(ev, handle, deadline));
+        let r = self.call_handler(
+            handle.erase(),
+            || Wrapped::Timer {
+                event: handle,
+                deadline,
+            },
+            |ev| fire(ev, handle, deadline),
+        );
         if self.id == me {
             if traced && r.is_ok() {
                 self.trace_event(TracedEvent::Timer(handle), EventTrace::AfterHandler);
@@ -366,7 +377,11 @@ impl Context {
         };
         self.trace_event(TracedEvent::Fd(node), EventTrace::BeforeHandler);
         let me = self.id;
-        let r = self.call(|ev| cb(ev, flags));
+        let r = self.call_handler(
+            node,
+            || Wrapped::Fd { event: node, flags },
+            |ev| cb(ev, flags),
+        );
         if self.id == me {
             if r.is_ok() {
                 self.trace_event(TracedEvent::Fd(node), EventTrace::AfterHandler);

@@ -58,6 +58,12 @@ pub enum Error {
     NotInProgress,
     /// The queue is running: stop it before untriggering an entry.
     QueueRunning,
+    /// The wrapper is in use already: inside
+    /// [`use_wrapper`](crate::Context::use_wrapper) or one of its handlers
+    /// (C aborts).
+    WrapperBusy,
+    /// The wrapper's `before_use` hook said no.
+    WrapperRefused,
     /// The request already has a profile (C fails the request with
     /// `EINVAL`; here the request goes on).
     AlreadyProfiled,
@@ -88,6 +94,8 @@ impl fmt::Display for Error {
             Error::NoHandler => f.write_str("the immediate has no handler"),
             Error::NotInProgress => f.write_str("the request has already finished"),
             Error::QueueRunning => f.write_str("the queue is running"),
+            Error::WrapperBusy => f.write_str("the wrapper is in use already"),
+            Error::WrapperRefused => f.write_str("the wrapper refused to be used"),
             Error::AlreadyProfiled => f.write_str("the request already has a profile"),
             Error::TooManyEvents => f.write_str("the context has no room for another event"),
             Error::Os(e) => write!(f, "system call failed: {e}"),

@@ -110,6 +110,9 @@ impl<F> Drop for FdNode<F> {
         let (entry, traced) = {
             let mut reg = self.reg.borrow_mut();
             let entry = reg.remove_fd(self.id, self.io.as_ref().map(as_fd));
+            if let Some(node) = entry.as_ref().and_then(|e| e.node) {
+                reg.wrappers.unbind(node);
+            }
             (entry, reg.tracing.events)
         };
         if let (true, Some(node)) = (traced, entry.as_ref().and_then(|e| e.node)) {
@@ -231,8 +234,12 @@ impl Context {
             n.io = Some(io);
         }
         let handler: crate::backend::FdCallback = Box::new(move |ev, flags| cb(ev, fde, flags));
-        if let Some(e) = self.reg.borrow_mut().fds.slab.get_mut(id) {
-            e.cb = Some(handler);
+        {
+            let mut reg = self.reg.borrow_mut();
+            if let Some(e) = reg.fds.slab.get_mut(id) {
+                e.cb = Some(handler);
+            }
+            reg.wrappers.bind(fde.erase());
         }
         self.trace_event(TracedEvent::Fd(fde.erase()), EventTrace::Attach);
         Ok(fde)

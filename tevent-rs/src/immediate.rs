@@ -79,7 +79,11 @@ impl Drop for ImmNode {
                 .slab
                 .get(self.id)
                 .is_some_and(|e| e.queued || e.detach_owed);
-            (reg.imms.remove(self.id), reg.tracing.events && queued)
+            let gone = reg.imms.remove(self.id);
+            if let Some(node) = gone.as_ref().and_then(|e| e.node) {
+                reg.wrappers.unbind(node.erase());
+            }
+            (gone, reg.tracing.events && queued)
         };
         if let (true, Some(ptr)) = (traced, gone.as_ref().and_then(|e| e.node)) {
             let im = Immediate { ptr, id: self.id };
@@ -337,6 +341,7 @@ impl Context {
                     let old = e.handler.replace(Box::new(cb));
                     let was_queued = e.queued || std::mem::take(&mut e.detach_owed);
                     reg.imms.push_back(im.id);
+                    reg.wrappers.bind(im.erase());
                     (old, was_queued)
                 }
                 _ => {
@@ -370,6 +375,7 @@ impl Context {
                 }
                 let was_queued = e.queued || std::mem::take(&mut e.detach_owed);
                 reg.imms.push_back(im.id);
+                reg.wrappers.bind(im.erase());
                 was_queued
             }
             _ => {

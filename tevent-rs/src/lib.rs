@@ -44,6 +44,8 @@
 //!   (profile.rs); queues of requests: [`Queue`], [`QueueEntry`]
 //!   (queue.rs);
 //! - trace hooks: [`TracePoint`], [`EventTrace`], [`TracedEvent`] (trace.rs);
+//! - wrappers, hooks around handlers: [`Wrapper`], [`WrapperHooks`],
+//!   [`Wrapped`] (wrapper.rs);
 //! - errors: [`Error`], [`AddFdError`] (error.rs);
 //! - inside: the registry of callbacks (registry.rs, slab.rs).
 //!
@@ -120,6 +122,7 @@ mod signal;
 mod slab;
 mod timer;
 mod trace;
+mod wrapper;
 
 pub use context::Context;
 pub use error::{AddFdError, Error};
@@ -135,3 +138,4 @@ pub use req::{Req, ReqError, ReqState};
 pub use signal::{num_signals, sa_info_queue_count, Delivery, SigInfo, SignalEvent, SignalNumber};
 pub use timer::{TimerEvent, When};
 pub use trace::{EventTrace, EventTraceFn, LoopTraceFn, TracePoint, TracedEvent};
+pub use wrapper::{Wrapped, Wrapper, WrapperHooks};

@@ -18,6 +18,7 @@ use crate::remote::{RemoteInner, Task};
 use crate::signal::Signals;
 use crate::timer::Timers;
 use crate::trace::Tracing;
+use crate::wrapper::Wrappers;
 
 pub(crate) type Shared = Rc<RefCell<Registry>>;
 
@@ -38,6 +39,7 @@ pub(crate) struct Registry {
     /// 1 while `loop_once` runs (nesting is refused, E7).
     pub(crate) depth: u32,
     pub(crate) tracing: Tracing,
+    pub(crate) wrappers: Wrappers,
 }
 
 impl Registry {
@@ -53,6 +55,7 @@ impl Registry {
             remote_spare: VecDeque::new(),
             depth: 0,
             tracing: Tracing::default(),
+            wrappers: Wrappers::default(),
         }
     }
 

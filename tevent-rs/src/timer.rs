@@ -82,9 +82,13 @@ impl<C> Drop for TimerNode<C> {
     fn drop(&mut self) {
         let (gone, traced) = {
             let mut reg = self.reg.borrow_mut();
-            (reg.timers.remove(self.id), reg.tracing.events)
+            let gone = reg.timers.remove(self.id).flatten();
+            if let Some(ptr) = gone {
+                reg.wrappers.unbind(ptr);
+            }
+            (gone, reg.tracing.events)
         };
-        if let (true, Some(ptr)) = (traced, gone.flatten()) {
+        if let (true, Some(ptr)) = (traced, gone) {
             let t = TimerEvent { ptr, id: self.id };
             trace::event(&self.reg, TracedEvent::Timer(t), EventTrace::Detach);
         }
@@ -428,6 +432,7 @@ impl Context {
         // `vacant_id` found room above, and nothing since took it.
         debug_assert_eq!(got.ok(), Some(id));
         reg.timers.schedule(id, deadline);
+        reg.wrappers.bind(ptr);
         drop(reg);
         let t = TimerEvent { ptr, id };
         self.trace_event(TracedEvent::Timer(t), EventTrace::Attach);

@@ -603,6 +603,44 @@ fn re_initialise_keeps_signal_handlers(b: &str) {
     assert_caught(Signal::SIGUSR1, false);
 }
 
+/// A signal event added through a wrapper runs inside its hooks, which are
+/// told the delivery.
+fn wrapped_signal_handler(b: &str) {
+    struct Seen(Rc<RefCell<Vec<String>>>);
+    impl tevent::WrapperHooks for Seen {
+        fn before_handler(&mut self, w: &tevent::Wrapped) {
+            if let tevent::Wrapped::Signal { delivery, .. } = w {
+                self.0
+                    .borrow_mut()
+                    .push(format!("before x{}", delivery.count));
+            }
+        }
+        fn after_handler(&mut self, _: &tevent::Wrapped) {
+            self.0.borrow_mut().push("after".into());
+        }
+    }
+    let mut ev = ctx(b);
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let w = ev.wrapper_create(None, Seen(log.clone())).unwrap();
+    let l = log.clone();
+    let se = ev
+        .use_wrapper(w, |ev| {
+            ev.add_signal(None, Signal::SIGUSR2, SaFlags::empty(), move |_, _, _| {
+                l.borrow_mut().push("handler".into())
+            })
+        })
+        .unwrap()
+        .unwrap();
+    raise(Signal::SIGUSR2).unwrap();
+    raise(Signal::SIGUSR2).unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(*log.borrow(), ["before x2", "handler", "after"]);
+    // Freeing the wrapper frees the handler, and the action is restored.
+    ev.free(w.erase()).unwrap();
+    assert!(!ev.heap().contains(se.erase()));
+    assert_caught(Signal::SIGUSR2, false);
+}
+
 fn child(mode: &str) {
     if mode == "restore" {
         let mut ev = tevent::Context::new().unwrap();
@@ -649,6 +687,7 @@ const TESTS: &[Test] = &[
     ),
     ("free_handlers_in_handler", free_handlers_in_handler),
     ("panicking_handler", panicking_handler),
+    ("wrapped_signal_handler", wrapped_signal_handler),
     (
         "re_initialise_keeps_signal_handlers",
         re_initialise_keeps_signal_handlers,

@@ -29,7 +29,7 @@ use crate::backend::Internal;
 use crate::registry::Registry;
 use crate::slab::{Id, Slab};
 use crate::trace::{self, EventTrace, TracedEvent};
-use crate::{Context, Error};
+use crate::{Context, Error, Wrapped};
 
 pub(crate) use process::drain;
 use process::CATCHABLE;
@@ -176,7 +176,11 @@ impl Drop for SignalNode {
     fn drop(&mut self) {
         let (gone, traced) = {
             let mut reg = self.reg.borrow_mut();
-            (reg.remove_signal(self.id), reg.tracing.events)
+            let gone = reg.remove_signal(self.id);
+            if let Some(node) = gone.as_ref().and_then(|e| e.node) {
+                reg.wrappers.unbind(node.erase());
+            }
+            (gone, reg.tracing.events)
         };
         if let (true, Some(ptr)) = (traced, gone.as_ref().and_then(|e| e.node)) {
             let se = SignalEvent { ptr, id: self.id };
@@ -450,9 +454,13 @@ impl Context {
             reg: self.reg.clone(),
         };
         let ptr = self.heap_mut().alloc_local(parent, node)?;
-        if let Some(e) = self.reg.borrow_mut().sigs.slab.get_mut(id) {
-            e.node = Some(ptr);
-            e.cb = Some(Box::new(cb));
+        {
+            let mut reg = self.reg.borrow_mut();
+            if let Some(e) = reg.sigs.slab.get_mut(id) {
+                e.node = Some(ptr);
+                e.cb = Some(Box::new(cb));
+            }
+            reg.wrappers.bind(ptr.erase());
         }
         let se = SignalEvent { ptr, id };
         self.trace_event(TracedEvent::Signal(se), EventTrace::Attach);
@@ -593,7 +601,11 @@ impl Context {
         let mut panic = None;
         for d in calls {
             self.trace_event(TracedEvent::Signal(handle), EventTrace::BeforeHandler);
-            match self.call(|ev| cb(ev, handle, d)) {
+            let what = || Wrapped::Signal {
+                event: handle,
+                delivery: d,
+            };
+            match self.call_handler(handle.erase(), what, |ev| cb(ev, handle, d)) {
                 Ok(()) if self.id == me => {
                     self.trace_event(TracedEvent::Signal(handle), EventTrace::AfterHandler);
                 }
