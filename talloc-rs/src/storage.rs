@@ -81,12 +81,6 @@ pub(crate) static HEAP_IDS: IdSource = IdSource::starting_at(NonZeroU64::MIN);
 /// their node, with no allocator call.
 pub(crate) const INLINE_BYTES: usize = 32;
 
-/// Slots come in chunks of this many nodes, so growing the heap never copies
-/// the nodes already allocated (and the peak is not twice the live size).
-const CHUNK_SHIFT: u32 = 12;
-const CHUNK: usize = 1 << CHUNK_SHIFT;
-const CHUNK_MASK: u32 = (CHUNK as u32) - 1;
-
 /// What the heap knows about a stored type, one static per type.
 #[doc(hidden)]
 #[derive(Debug)]
@@ -454,8 +448,14 @@ pub(crate) struct Slots {
     cap: u32,
     /// Slots whose generation ran out (invariant 5).
     retired: u32,
-    /// Fixed-size chunks: the index inside a chunk needs no bounds check.
-    chunks: Vec<Box<[Node; CHUNK]>>,
+    /// Every slot ever handed out, in one array: a node is one index away
+    /// (no chunk table to go through). Growing it may move the nodes, and
+    /// their inline values with them, which is fine: nothing keeps a
+    /// pointer into a node across a call that can claim a slot, and a
+    /// value is never pinned (a value that must not move is kept out of
+    /// line). glibc grows large arrays with `mremap`, so the peak stays
+    /// the live size.
+    nodes: Vec<Node>,
     /// Head of the free list (through `Node::next`), or NIL.
     free: u32,
     /// Number of slots ever handed out (the high-water mark).
@@ -509,7 +509,7 @@ impl Slots {
             id,
             cap: NIL,
             retired: 0,
-            chunks: Vec::new(),
+            nodes: Vec::new(),
             free: NIL,
             high: 0,
             live: 0,
@@ -604,12 +604,12 @@ impl Slots {
 
     #[inline(always)]
     pub(crate) fn node(&self, slot: u32) -> &Node {
-        &self.chunks[(slot >> CHUNK_SHIFT) as usize][(slot & CHUNK_MASK) as usize]
+        &self.nodes[slot as usize]
     }
 
     #[inline(always)]
     pub(crate) fn node_mut(&mut self, slot: u32) -> &mut Node {
-        &mut self.chunks[(slot >> CHUNK_SHIFT) as usize][(slot & CHUNK_MASK) as usize]
+        &mut self.nodes[slot as usize]
     }
 
     /// The node at `slot` if the slot was ever handed out.
@@ -622,15 +622,10 @@ impl Slots {
         }
     }
 
-    /// Adds a chunk of vacant nodes.
+    /// Adds a vacant node at the end.
     #[cold]
     fn grow(&mut self) {
-        let nodes: Vec<Node> = (0..CHUNK).map(|_| Node::vacant(NIL)).collect();
-        let chunk: Box<[Node; CHUNK]> = match nodes.into_boxed_slice().try_into() {
-            Ok(c) => c,
-            Err(_) => unreachable!("the chunk has CHUNK nodes"),
-        };
-        self.chunks.push(chunk);
+        self.nodes.push(Node::vacant(NIL));
     }
 
     /// Takes a vacant slot and makes it a live, unlinked node holding nothing
@@ -643,7 +638,7 @@ impl Slots {
         } else {
             let slot = self.high;
             debug_assert!(slot < self.cap, "claim without a vacancy");
-            if (slot & CHUNK_MASK) == 0 {
+            if slot as usize == self.nodes.len() {
                 self.grow();
             }
             self.high += 1;
@@ -1581,20 +1576,6 @@ mod tests {
         // Links, flags, generation, length, rare index (32 bytes), the type
         // descriptor (8) and 32 bytes of inline value.
         assert_eq!(mem::size_of::<Node>(), 72);
-    }
-
-    #[test]
-    fn chunks_never_move_nodes() {
-        let mut s = fresh();
-        let first = s.insert(7u64, 0, None).unwrap();
-        let addr = s.node(first) as *const Node;
-        // One more than a chunk: the second chunk must not move the first.
-        for i in 0..=CHUNK {
-            s.insert(i, 0, None).unwrap();
-        }
-        assert_eq!(addr, s.node(first) as *const Node);
-        // SAFETY: slot `first` holds the u64 inserted above.
-        assert_eq!(unsafe { *s.value::<u64>(first) }, 7);
     }
 
     #[test]

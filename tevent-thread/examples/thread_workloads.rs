@@ -2,8 +2,8 @@
 //! tevent-thread, in the C program's output format.
 //!
 //! ```text
-//! cargo run --release -p tevent-thread --example workloads [-- NAME [SIZE]]
-//! cargo run --release -p tevent-thread --example workloads -- --list
+//! cargo run --release -p tevent-thread --example thread_workloads [-- NAME [SIZE]]
+//! cargo run --release -p tevent-thread --example thread_workloads -- --list
 //! ```
 //!
 //! - `tevent_thread_proxy_roundtrip`: a worker sends request i to the

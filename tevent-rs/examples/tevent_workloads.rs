@@ -2,8 +2,8 @@
 //! the C program's output format.
 //!
 //! ```text
-//! cargo run --release -p tevent-rs --example workloads [-- NAME [SIZE]]
-//! cargo run --release -p tevent-rs --example workloads -- --list
+//! cargo run --release -p tevent-rs --example tevent_workloads [-- NAME [SIZE]]
+//! cargo run --release -p tevent-rs --example tevent_workloads -- --list
 //! ```
 
 use std::cell::{Cell, RefCell};

@@ -1,8 +1,8 @@
 //! The talloc workloads of `shared/bench-c/WORKLOADS.md`, run on talloc-rs.
 //!
 //! ```text
-//! cargo run --release -p talloc-rs --example workloads [-- WORKLOAD|all [SIZE]]
-//! cargo run --release -p talloc-rs --example workloads -- --list
+//! cargo run --release -p talloc-rs --example talloc_workloads [-- WORKLOAD|all [SIZE]]
+//! cargo run --release -p talloc-rs --example talloc_workloads -- --list
 //! ```
 //!
 //! The output has the C program's format (`talloc_tevent_bench.c`), so the two
