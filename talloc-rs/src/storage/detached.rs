@@ -1,0 +1,119 @@
+//! Values between two heaps: a [`Detached`] value owns its storage while
+//! a parcel carries it from one heap to another.
+
+use std::alloc::Layout;
+use std::mem;
+use std::ptr::NonNull;
+
+use super::*;
+
+/// A value taken out of its heap with its storage, on its way to another
+/// heap (see `Parcel`). It owns the value: dropping it drops the value.
+pub(crate) struct Detached {
+    desc: &'static TypeDesc,
+    len: u32,
+    store: DetachedStore,
+}
+
+pub(super) enum DetachedStore {
+    /// The value's bytes, copied out of the node (a Rust move). They stay
+    /// 8-aligned wherever the `Detached` is moved (see [`InlineBytes`]).
+    Inline(InlineBytes),
+    /// The value's own allocation, handed over as is.
+    Heap { ptr: NonNull<u8>, cap: u32 },
+}
+
+// SAFETY: a `Detached` is only made (by `Slots::detach_value`) from nodes
+// without the NOT_SEND flag, i.e. values allocated through `T: Send` APIs,
+// and it owns its value and storage exclusively.
+unsafe impl Send for Detached {}
+
+impl Detached {
+    /// A placeholder holding nothing (dropping it does nothing).
+    pub(crate) fn empty() -> Detached {
+        Detached {
+            desc: marker_desc::<()>(),
+            len: 0,
+            store: DetachedStore::Inline(InlineBytes::UNINIT),
+        }
+    }
+
+    pub(super) fn data(&mut self) -> *mut u8 {
+        match &mut self.store {
+            DetachedStore::Inline(b) => b.as_mut_ptr(),
+            DetachedStore::Heap { ptr, .. } => ptr.as_ptr(),
+        }
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let (desc, len) = (self.desc, self.len as usize);
+        let data = self.data();
+        if desc.needs_drop && len > 0 {
+            // SAFETY: a Detached owns `len` initialised elements at `data`,
+            // and nothing else refers to them.
+            unsafe { (desc.drop)(data, len) };
+        }
+        if let DetachedStore::Heap { ptr, cap } = self.store {
+            let lay = Layout::from_size_align(cap as usize, desc.elem_align).expect("valid");
+            // SAFETY: the allocation came from `alloc_bytes` with this layout
+            // (it was the node's own `out` storage).
+            unsafe { dealloc_bytes(ptr, lay) };
+        }
+    }
+}
+
+impl Slots {
+    /// Moves a live node's value out (without dropping it) and makes the
+    /// slot vacant. The node must be unlinked, childless in the tree sense
+    /// (the caller handles links) and not in a pool.
+    pub(crate) fn detach_value(&mut self, slot: u32) -> Detached {
+        let n = self.node(slot);
+        debug_assert!(n.pool_region().is_none(), "pool members are never detached");
+        let (desc, len) = (n.desc, n.len);
+        let store = if n.has(flag::INLINE) {
+            // SAFETY: reading the inline bytes of a live inline node: they
+            // hold the value (invariant 1); after the copy the slot is
+            // vacated, so the value has exactly one owner (a Rust move).
+            DetachedStore::Inline(unsafe { n.payload.inline })
+        } else {
+            // SAFETY: non-inline live nodes store `out` (invariant 1).
+            let out = unsafe { n.payload.out };
+            DetachedStore::Heap {
+                ptr: out.ptr,
+                cap: out.cap,
+            }
+        };
+        // Vacate without dropping: the value now belongs to the Detached.
+        let n = self.node_mut(slot);
+        n.len = 0;
+        n.flags = flag::INLINE;
+        let _ = self.release(slot);
+        Detached { desc, len, store }
+    }
+
+    /// Makes a new unlinked node holding a detached value. The caller has
+    /// checked that there are enough [`vacancies`](Self::vacancies).
+    pub(crate) fn attach_value(&mut self, d: Detached, flags: u32) -> u32 {
+        debug_assert!(self.vacancy().is_ok());
+        let d = mem::ManuallyDrop::new(d);
+        let slot = self.claim(d.desc, flags);
+        let n = self.node_mut(slot);
+        n.len = d.len;
+        match d.store {
+            DetachedStore::Inline(bytes) => {
+                n.payload.inline = bytes;
+            }
+            DetachedStore::Heap { ptr, cap } => {
+                n.flags &= !flag::INLINE;
+                n.payload.out = OutOfLine {
+                    ptr,
+                    pool: NIL,
+                    cap,
+                };
+            }
+        }
+        slot
+    }
+}

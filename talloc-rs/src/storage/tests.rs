@@ -1,0 +1,103 @@
+//! Unit tests of the storage layer.
+
+use std::mem;
+
+use super::detached::DetachedStore;
+use super::*;
+use crate::{Error, Talloc};
+
+fn fresh() -> Slots {
+    Slots::new(HEAP_IDS.take().unwrap())
+}
+
+#[test]
+fn node_is_compact() {
+    // Links, flags, generation, length, rare index (32 bytes), the type
+    // descriptor (8) and 32 bytes of inline value.
+    assert_eq!(mem::size_of::<Node>(), 72);
+}
+
+#[test]
+fn region_is_released_when_last_object_goes() {
+    let mut s = fresh();
+    let region = s.new_region(1024).unwrap();
+    let pool = s.insert_marker(marker_desc::<()>(), 0, None).unwrap();
+    s.mark_pool(pool, region);
+    let a = s.insert([1u8; 100], 0, Some(region)).unwrap();
+    assert_eq!(s.region_usage(region).unwrap().2, 2);
+    let _ = s.release(pool);
+    assert_eq!(s.live_regions(), 1, "a member keeps the region");
+    let _ = s.release(a);
+    assert_eq!(s.live_regions(), 0);
+}
+
+#[test]
+fn inline_bytes_keep_their_alignment_when_moved() {
+    assert!(mem::align_of::<InlineBytes>() >= 8);
+    assert!(mem::align_of::<DetachedStore>() >= 8);
+    let mut s = fresh();
+    let slot = s.insert((1u64, 2u64), 0, None).unwrap();
+    let mut d = vec![s.detach_value(slot)];
+    d.push(Detached::empty());
+    for d in &mut d {
+        assert_eq!(d.data() as usize % 8, 0);
+    }
+}
+
+#[test]
+fn heap_ids_are_never_handed_out_twice() {
+    let ids = IdSource::starting_at(NonZeroU64::new(u64::MAX - 3).unwrap());
+    let taken: Vec<u64> = std::iter::from_fn(|| ids.take().map(HeapId::get)).collect();
+    assert_eq!(taken, [u64::MAX - 3, u64::MAX - 2, u64::MAX - 1]);
+    // Exhausted for good: the counter neither wraps nor panics.
+    assert!(ids.take().is_none());
+    assert!(ids.take().is_none());
+}
+
+#[test]
+fn a_full_heap_is_an_error_that_changes_nothing() {
+    let mut heap = Talloc::new();
+    let root = heap.new_context(None).unwrap();
+    let pool = heap.pool(root, 1024).unwrap();
+    heap.slots.set_capacity(2);
+    assert_eq!(heap.alloc(root, 1u8), Err(Error::HeapFull));
+    assert_eq!(heap.zeroed(pool, 8), Err(Error::HeapFull));
+    assert_eq!(heap.strdup(None, "x"), Err(Error::HeapFull));
+    assert_eq!(heap.new_context(None), Err(Error::HeapFull));
+    assert_eq!(heap.pool(None, 64).map(|_| ()), Err(Error::HeapFull));
+    assert_eq!(heap.reference(root, pool).map(|_| ()), Err(Error::HeapFull));
+    assert_eq!(heap.live_objects(), 2);
+    assert_eq!(heap.verify(), Ok(()));
+
+    // A parcel that does not fit is handed back whole.
+    let mut other = Talloc::new();
+    let a = other.alloc(None, String::from("a")).unwrap();
+    other.alloc(a, 2u32).unwrap();
+    let parcel = other.detach(a).unwrap();
+    heap.free(pool).unwrap();
+    let back = heap.attach(None, parcel).unwrap_err();
+    assert_eq!(back.error, Error::HeapFull);
+    assert_eq!(heap.live_objects(), 1);
+    let a = other
+        .attach(None, back.parcel)
+        .map_err(|e| e.error)
+        .unwrap();
+    assert_eq!(other[a], "a");
+    assert_eq!(heap.verify(), Ok(()));
+}
+
+#[test]
+fn a_slot_whose_generation_runs_out_is_retired() {
+    let mut s = fresh();
+    let slot = s.insert(1u8, 0, None).unwrap();
+    // The last live generation a slot may have.
+    s.node_mut(slot).gen = u32::MAX - 2;
+    let key = s.key(slot);
+    let _ = s.release(slot);
+    assert_eq!(s.retired, 1);
+    assert_eq!(s.lookup(key), Err(Error::Stale));
+    s.set_capacity(1);
+    assert_eq!(s.vacancies(), 0);
+    assert_eq!(s.insert(2u8, 0, None), Err(StoreError::Full));
+    assert_eq!(s.lookup(key), Err(Error::Stale));
+}
