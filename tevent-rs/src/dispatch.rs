@@ -270,7 +270,7 @@ impl Context {
         if self.id == me {
             let (back, owed) = {
                 let mut reg = self.reg.borrow_mut();
-                let owed = reg.imms.take_detach_owed(handle.id());
+                let owed = traced && reg.imms.take_detach_owed(handle.id());
                 (reg.imms.restore(handle.id(), f), owed)
             };
             drop(back);

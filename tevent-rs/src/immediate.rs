@@ -184,7 +184,7 @@ impl Immediates {
     }
 
     /// Queues an immediate at the tail (moving it there if it was queued).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push_back(&mut self, id: Id) {
         self.unlink(id);
         let Some(e) = self.slab.get_mut(id) else {
@@ -383,8 +383,11 @@ impl Context {
                 return Err(self.stale(im.erase()));
             }
         };
+        let traced = reg.tracing.events;
         drop(reg);
-        self.trace_queued(im, was_queued);
+        if traced {
+            self.trace_queued(im, was_queued);
+        }
         Ok(())
     }
 
@@ -422,6 +425,7 @@ impl Context {
 
     /// Trace points of a (re)schedule: a queued immediate (or a running one
     /// that still owes its Detach) leaves its place first.
+    #[cold]
     fn trace_queued(&self, im: Immediate, was_queued: bool) {
         if was_queued {
             self.trace_event(TracedEvent::Immediate(im), EventTrace::Detach);

@@ -18,16 +18,12 @@ struct Slot<T> {
     val: Option<T>,
 }
 
-/// Entries per chunk. Storage grows a chunk at a time, so it never copies
-/// the entries it has (and small chunks come back to the allocator's free
-/// lists, not to the system, when a context goes).
-const SHIFT: u32 = 9;
-const CHUNK: usize = 1 << SHIFT;
-const MASK: u32 = CHUNK as u32 - 1;
-
 /// Entries of one kind, each named by an [`Id`].
 pub(crate) struct Slab<T> {
-    chunks: Vec<Box<[Slot<T>]>>,
+    /// Every slot handed out, in one array: an entry is one index away.
+    /// Nothing keeps a reference to an entry across an insert, so the
+    /// array may grow (and move) freely.
+    slots: Vec<Slot<T>>,
     /// Slots handed out so far (live, free or retired).
     used: u32,
     free: Vec<u32>,
@@ -40,7 +36,7 @@ pub(crate) struct Slab<T> {
 impl<T> Default for Slab<T> {
     fn default() -> Self {
         Slab {
-            chunks: Vec::new(),
+            slots: Vec::new(),
             used: 0,
             free: Vec::new(),
             len: 0,
@@ -52,16 +48,12 @@ impl<T> Default for Slab<T> {
 impl<T> Slab<T> {
     #[inline]
     fn slot(&self, idx: u32) -> Option<&Slot<T>> {
-        self.chunks
-            .get((idx >> SHIFT) as usize)
-            .map(|c| &c[(idx & MASK) as usize])
+        self.slots.get(idx as usize)
     }
 
     #[inline]
     fn slot_mut(&mut self, idx: u32) -> Option<&mut Slot<T>> {
-        self.chunks
-            .get_mut((idx >> SHIFT) as usize)
-            .map(|c| &mut c[(idx & MASK) as usize])
+        self.slots.get_mut(idx as usize)
     }
 
     /// The id the next [`insert`](Slab::insert) will return, or `None` if
@@ -98,10 +90,7 @@ impl<T> Slab<T> {
             return Err(val);
         }
         self.len += 1;
-        if idx as usize % CHUNK == 0 {
-            self.chunks
-                .push((0..CHUNK).map(|_| Slot { gen: 0, val: None }).collect());
-        }
+        self.slots.push(Slot { gen: 0, val: None });
         self.used += 1;
         let slot = self.slot_mut(idx).expect("just made");
         slot.val = Some(val);
@@ -195,18 +184,12 @@ impl<T> Slab<T> {
 
     /// Every live entry with its id.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Id, &T)> {
-        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
-            chunk.iter().enumerate().filter_map(move |(i, s)| {
-                s.val.as_ref().map(|v| {
-                    (
-                        Id {
-                            idx: ((c << SHIFT) + i) as u32,
-                            gen: s.gen,
-                        },
-                        v,
-                    )
-                })
-            })
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            let id = Id {
+                idx: i as u32,
+                gen: s.gen,
+            };
+            s.val.as_ref().map(|v| (id, v))
         })
     }
 }

@@ -163,7 +163,7 @@ pub(crate) struct Wrappers {
 impl Wrappers {
     /// The wrapper of the event `p`, if it has one (cheap when no event
     /// has).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn of(&self, p: AnyPtr) -> Option<Id> {
         if self.bound.is_empty() {
             return None;
@@ -173,6 +173,7 @@ impl Wrappers {
 
     /// A new event (or an immediate just scheduled) joins the wrapper in
     /// use, if any; an immediate scheduled outside any leaves its old one.
+    #[inline(always)]
     pub(crate) fn bind(&mut self, p: AnyPtr) {
         match self.current {
             Some(w) => {
@@ -183,7 +184,7 @@ impl Wrappers {
     }
 
     /// The event `p` is gone.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn unbind(&mut self, p: AnyPtr) {
         if !self.bound.is_empty() {
             self.bound.remove(&p);
@@ -367,7 +368,7 @@ impl Context {
 
     /// Runs the handler `f` of `event`: inside its wrapper's hooks if it has
     /// one, else as [`call`](Context::call) does.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn call_handler<R>(
         &mut self,
         event: AnyPtr,
