@@ -76,6 +76,29 @@ impl<T: ?Sized> Hash for Ptr<T> {
         self.key.hash(state)
     }
 }
+/// Handles order by heap, then slot, then generation, as [`AnyPtr`]s do:
+/// an order to keep them in a `BTreeMap`, not an order of allocation.
+///
+/// ```
+/// use std::collections::BTreeSet;
+/// # let mut heap = talloc::Talloc::new();
+/// let a = heap.alloc(None, 1u8)?;
+/// let b = heap.alloc(None, 2u8)?;
+/// let set: BTreeSet<_> = [b, a, b].into_iter().collect();
+/// assert_eq!(set.len(), 2);
+/// assert_eq!(a.cmp(&b), a.erase().cmp(&b.erase()));
+/// # Ok::<(), talloc::Error>(())
+/// ```
+impl<T: ?Sized> Ord for Ptr<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+impl<T: ?Sized> PartialOrd for Ptr<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl<T: ?Sized> PartialEq<AnyPtr> for Ptr<T> {
     fn eq(&self, other: &AnyPtr) -> bool {
         self.key == other.key

@@ -84,6 +84,16 @@ impl<F> Hash for FdEvent<F> {
         self.ptr.hash(state)
     }
 }
+impl<F> From<FdEvent<F>> for AnyPtr {
+    fn from(h: FdEvent<F>) -> AnyPtr {
+        h.ptr.erase()
+    }
+}
+impl<F> IntoParent for FdEvent<F> {
+    fn into_parent(self) -> Option<AnyPtr> {
+        Some(self.ptr.erase())
+    }
+}
 impl<F> fmt::Debug for FdEvent<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "FdEvent({:?})", self.ptr.erase())

@@ -101,6 +101,18 @@ macro_rules! handle_traits {
                 write!(f, concat!($name, "({:?})"), talloc::AnyPtr::from(self.ptr))
             }
         }
+        // The handle is its heap object's handle: to free, steal, or name
+        // it as a parent, no `erase()` needed.
+        impl From<$t> for talloc::AnyPtr {
+            fn from(h: $t) -> talloc::AnyPtr {
+                talloc::AnyPtr::from(h.ptr)
+            }
+        }
+        impl talloc::IntoParent for $t {
+            fn into_parent(self) -> Option<talloc::AnyPtr> {
+                Some(talloc::AnyPtr::from(self.ptr))
+            }
+        }
     };
 }
 pub(crate) use handle_traits;

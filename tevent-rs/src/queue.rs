@@ -65,6 +65,17 @@ pub struct Queue {
     ptr: Ptr<QueueNode>,
 }
 
+impl From<Queue> for AnyPtr {
+    fn from(q: Queue) -> AnyPtr {
+        q.ptr.erase()
+    }
+}
+impl IntoParent for Queue {
+    fn into_parent(self) -> Option<AnyPtr> {
+        Some(self.ptr.erase())
+    }
+}
+
 impl fmt::Debug for Queue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Queue({:?})", self.ptr.erase())
@@ -102,6 +113,12 @@ impl Queue {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QueueEntry {
     ptr: Ptr<EntryNode>,
+}
+
+impl From<QueueEntry> for AnyPtr {
+    fn from(e: QueueEntry) -> AnyPtr {
+        e.ptr.erase()
+    }
 }
 
 impl fmt::Debug for QueueEntry {

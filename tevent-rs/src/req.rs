@@ -164,6 +164,16 @@ impl<S, E> Hash for Req<S, E> {
         self.node.hash(state)
     }
 }
+impl<S, E> From<Req<S, E>> for AnyPtr {
+    fn from(r: Req<S, E>) -> AnyPtr {
+        r.node.erase()
+    }
+}
+impl<S, E> IntoParent for Req<S, E> {
+    fn into_parent(self) -> Option<AnyPtr> {
+        Some(self.node.erase())
+    }
+}
 impl<S, E> fmt::Debug for Req<S, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Req({:?})", self.node.erase())

@@ -628,7 +628,33 @@ fn events_do_not_leave_the_heap(b: &str) {
     ev.loop_wait().unwrap();
 }
 
+/// E1: every handle is its heap object's handle: it converts to an
+/// `AnyPtr` for the heap calls and names a parent, with no `erase()`.
+fn e1_handles_are_heap_handles_and_parents(b: &str) {
+    let mut ev = ctx(b);
+    let (s, _peer) = pair();
+    let fde = ev.add_fd(None, s, FdFlags::READ, |_, _, _| {}).unwrap();
+    let under_fd = ev
+        .add_timer(fde, Duration::from_secs(60), |_, _, _| {})
+        .unwrap();
+    let timer = ev
+        .add_timer(None, Duration::from_secs(60), |_, _, _| {})
+        .unwrap();
+    let im = ev.create_immediate(timer).unwrap();
+    let req: tevent::Req<u8> = ev.req_create(im, 0).unwrap();
+    let q = ev.queue_create(req, "q").unwrap();
+    assert_eq!(ev.heap().parent(under_fd).unwrap(), Some(fde.into()));
+    assert_eq!(ev.heap().parent(im).unwrap(), Some(timer.into()));
+    assert_eq!(ev.heap().parent(req).unwrap(), Some(im.into()));
+    assert_eq!(ev.heap().parent(q).unwrap(), Some(req.into()));
+    ev.free(timer).unwrap();
+    assert!(!ev.heap().contains(q), "freed with its ancestors");
+    ev.free(fde).unwrap();
+    assert!(!ev.has_events());
+}
+
 both!(
+    e1_handles_are_heap_handles_and_parents,
     heap_replaced_in_callback,
     events_do_not_leave_the_heap,
     e1_events_are_children_of_their_parent,

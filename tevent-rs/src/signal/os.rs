@@ -17,7 +17,7 @@ use super::process::{record, RawInfo};
 pub(crate) fn set_action(signal: Signal, action: &SigAction) -> nix::Result<SigAction> {
     // SAFETY: `action` is either built by `process::install` around
     // `on_signal`, which is async-signal-safe (it only touches atomics,
-    // `OnceCell::get` and write(2), and restores errno), or it is the action
+    // `OnceLock::get` and write(2), and restores errno), or it is the action
     // an earlier call returned, being put back unchanged: the kernel's own
     // record of what was installed before us.
     unsafe { sigaction(signal, action) }

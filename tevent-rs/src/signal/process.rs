@@ -21,11 +21,10 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
-use once_cell::sync::OnceCell;
 
 use super::os;
 use super::SigInfo;
@@ -99,7 +98,7 @@ struct WakeSlot {
     /// Bit n: the owning context has a handler for signal n.
     interest: AtomicU64,
     /// (read end, write end), both non-blocking; never closed.
-    pipe: OnceCell<(OwnedFd, OwnedFd)>,
+    pipe: OnceLock<(OwnedFd, OwnedFd)>,
     /// The process that created the pipe.
     creator: AtomicU32,
 }
@@ -107,7 +106,7 @@ struct WakeSlot {
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY_WAKE: WakeSlot = WakeSlot {
     interest: AtomicU64::new(0),
-    pipe: OnceCell::new(),
+    pipe: OnceLock::new(),
     creator: AtomicU32::new(0),
 };
 
@@ -262,13 +261,13 @@ pub(crate) fn acquire_wake() -> Result<(usize, &'static OwnedFd), Error> {
     let slot = (0..WAKE_SLOTS)
         .find(|&s| !book.wake_used[s] && ours(&WAKE[s]))
         .ok_or(Error::TooManySignalContexts)?;
-    let (rd, _) = WAKE[slot]
-        .pipe
-        .get_or_try_init(|| {
-            WAKE[slot].creator.store(me, Ordering::Relaxed);
-            nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
-        })
-        .map_err(Error::Os)?;
+    // Made under the book's lock, so no other thread sets it meanwhile.
+    if WAKE[slot].pipe.get().is_none() {
+        let pipe = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).map_err(Error::Os)?;
+        WAKE[slot].creator.store(me, Ordering::Relaxed);
+        let _ = WAKE[slot].pipe.set(pipe);
+    }
+    let (rd, _) = WAKE[slot].pipe.get().expect("set above");
     book.wake_used[slot] = true;
     WAKE[slot].interest.store(0, Ordering::SeqCst);
     drain(rd);
