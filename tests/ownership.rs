@@ -858,8 +858,8 @@ fn observe(heap: &Talloc, issued: &[AnyPtr]) -> Snapshot {
                 destructor: heap.has_destructor(p).unwrap(),
                 refs: heap.reference_count(p).unwrap(),
                 pooled: heap.is_pooled(p).unwrap(),
-                limit: heap.memlimit(p).unwrap(),
-                pool: heap.pool_usage(p).ok(),
+                limit: heap.memlimit(p).unwrap().map(|m| (m.max, m.used)),
+                pool: heap.pool_usage(p).ok().map(|u| (u.size, u.used, u.objects)),
                 value: if let Ok(v) = heap.downcast::<u64>(p) {
                     Some(Value::U64(heap[v]))
                 } else if let Ok(v) = heap.downcast::<Rc<u64>>(p) {

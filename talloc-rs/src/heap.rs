@@ -163,6 +163,18 @@ impl fmt::Debug for Talloc {
     }
 }
 
+/// How full a pool's region is ([`Talloc::pool_usage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PoolUsage {
+    /// The region's size in bytes.
+    pub size: usize,
+    /// Bytes carved from it so far (alignment padding included).
+    pub used: usize,
+    /// Objects carved from it, and the pool itself while it is alive (as
+    /// C's `object_count`).
+    pub objects: u32,
+}
+
 impl Talloc {
     /// An empty heap.
     ///
@@ -809,18 +821,17 @@ impl Talloc {
         Ok(self.slots.node(slot).has(flag::IN_POOL))
     }
 
-    /// The pool region of a pool object: `(size, used, objects)`, where
-    /// `objects` counts the pool itself (as C's `object_count`) while it is
-    /// alive.
+    /// How full the region of a pool object is (see [`PoolUsage`]).
     ///
     /// ```
+    /// use talloc::PoolUsage;
     /// # let mut heap = talloc::Talloc::new();
     /// let pool = heap.pool(None, 1024)?;
     /// heap.alloc(pool, [1u64; 8])?;
-    /// assert_eq!(heap.pool_usage(pool)?, (1024, 64, 2));
+    /// assert_eq!(heap.pool_usage(pool)?, PoolUsage { size: 1024, used: 64, objects: 2 });
     /// # Ok::<(), talloc::Error>(())
     /// ```
-    pub fn pool_usage(&self, pool: impl Into<AnyPtr>) -> Result<(usize, usize, u32), Error> {
+    pub fn pool_usage(&self, pool: impl Into<AnyPtr>) -> Result<PoolUsage, Error> {
         let slot = self.slot(pool.into().key)?;
         let n = self.slots.node(slot);
         if !n.has(flag::POOL) {
@@ -830,10 +841,15 @@ impl Talloc {
             });
         }
         let region = n.pool_region().expect("pool nodes have a region");
-        Ok(self
+        let (size, used, objects) = self
             .slots
             .region_usage(region)
-            .expect("a live pool's region is live"))
+            .expect("a live pool's region is live");
+        Ok(PoolUsage {
+            size,
+            used,
+            objects,
+        })
     }
 
     /// Number of pool regions still allocated (a freed pool's region lives on

@@ -52,7 +52,8 @@ mod verify;
 pub mod strategy;
 
 pub use error::Error;
-pub use heap::{DestructorResult, Pool, Refused, Talloc};
+pub use heap::{DestructorResult, Pool, PoolUsage, Refused, Talloc};
+pub use limit::MemLimit;
 pub use names::{NAME_CHUNK_NAME, REFERENCE_NAME};
 pub use parcel::{AttachError, DetachError, Parcel, TransferError, TransferRule};
 pub use ptr::{AnyPtr, IntoParent, Ptr};

@@ -7,6 +7,16 @@
 use crate::storage::{flag, NIL};
 use crate::{AnyPtr, Error, Talloc};
 
+/// A memory limit and what its subtree uses ([`Talloc::memlimit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemLimit {
+    /// The cap, in bytes.
+    pub max: usize,
+    /// Bytes the subtree counts against it now (it may be over the cap
+    /// after a steal, which never fails on a limit).
+    pub used: usize,
+}
+
 impl Talloc {
     /// Caps the bytes that the subtree of `ctx` may hold (0 removes the
     /// cap). Allocations, array growth and new pools under it fail with
@@ -52,16 +62,20 @@ impl Talloc {
     /// The limit and current usage of `ctx`, if it has a limit.
     ///
     /// ```
+    /// use talloc::MemLimit;
     /// # let mut heap = talloc::Talloc::new();
     /// let ctx = heap.new_context(None)?;
     /// heap.set_memlimit(ctx, 1000)?;
     /// heap.zeroed(ctx, 10)?;
-    /// assert_eq!(heap.memlimit(ctx)?, Some((1000, 10)));
+    /// assert_eq!(heap.memlimit(ctx)?, Some(MemLimit { max: 1000, used: 10 }));
     /// # Ok::<(), talloc::Error>(())
     /// ```
-    pub fn memlimit(&self, ctx: impl Into<AnyPtr>) -> Result<Option<(usize, usize)>, Error> {
+    pub fn memlimit(&self, ctx: impl Into<AnyPtr>) -> Result<Option<MemLimit>, Error> {
         let slot = self.slot(ctx.into().key)?;
-        Ok(self.rare(slot).and_then(|r| r.limit))
+        Ok(self
+            .rare(slot)
+            .and_then(|r| r.limit)
+            .map(|(max, used)| MemLimit { max, used }))
     }
 
     /// Bytes that the subtree of `slot` counts against limits.

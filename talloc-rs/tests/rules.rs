@@ -411,7 +411,7 @@ fn t03_destructor_may_move_its_own_object_out_of_a_pool() -> R {
     heap.free(alternate)?;
     ok(&heap);
     assert!(heap.contains(pool));
-    assert_eq!(heap.pool_usage(pool)?.2, 1);
+    assert_eq!(heap.pool_usage(pool)?.objects, 1);
     heap.free(top)?;
     ok(&heap);
     assert_eq!(heap.pool_regions(), 0);
@@ -1225,7 +1225,14 @@ fn t10_pool_members_are_carved_and_counted() -> R {
     let mut heap = Talloc::new();
     let pool = heap.pool(None, 1024)?;
     assert_eq!(heap.size(pool)?, 0);
-    assert_eq!(heap.pool_usage(pool)?, (1024, 0, 1));
+    assert_eq!(
+        heap.pool_usage(pool)?,
+        talloc::PoolUsage {
+            size: 1024,
+            used: 0,
+            objects: 1
+        }
+    );
     let p1 = heap.zeroed(pool, 80)?;
     let p2 = heap.zeroed(pool, 20)?;
     let p3 = heap.zeroed(p1, 50)?; // a descendant of a member is carved too
@@ -1233,13 +1240,13 @@ fn t10_pool_members_are_carved_and_counted() -> R {
     for p in [p1, p2, p3] {
         assert!(heap.is_pooled(p)?);
     }
-    assert_eq!(heap.pool_usage(pool)?.2, 4);
+    assert_eq!(heap.pool_usage(pool)?.objects, 4);
     assert_eq!(heap.total_size(pool)?, 150);
     // Too big for what is left: allocated normally, the pool intact.
     let p4 = heap.zeroed(p3, 1000)?;
     ok(&heap);
     assert!(!heap.is_pooled(p4)?);
-    assert_eq!(heap.pool_usage(pool)?.2, 4);
+    assert_eq!(heap.pool_usage(pool)?.objects, 4);
     heap.free(pool)?;
     ok(&heap);
     assert_eq!(heap.pool_regions(), 0);
@@ -1252,15 +1259,22 @@ fn t10_freeing_the_last_member_rewinds_and_the_only_member_resets() -> R {
     let pool = heap.pool(None, 1024)?;
     let a = heap.zeroed(pool, 64)?;
     let b = heap.zeroed(pool, 64)?;
-    let used = heap.pool_usage(pool)?.1;
+    let used = heap.pool_usage(pool)?.used;
     assert!(used >= 128);
     heap.free(b)?;
     ok(&heap);
-    assert!(heap.pool_usage(pool)?.1 < used);
-    assert_eq!(heap.pool_usage(pool)?.2, 2);
+    assert!(heap.pool_usage(pool)?.used < used);
+    assert_eq!(heap.pool_usage(pool)?.objects, 2);
     heap.free(a)?;
     ok(&heap);
-    assert_eq!(heap.pool_usage(pool)?, (1024, 0, 1));
+    assert_eq!(
+        heap.pool_usage(pool)?,
+        talloc::PoolUsage {
+            size: 1024,
+            used: 0,
+            objects: 1
+        }
+    );
     Ok(())
 }
 
@@ -1359,7 +1373,7 @@ fn t10_realloc_of_a_member_shrinks_in_place_and_grows_out_of_the_pool() -> R {
     ok(&heap);
     assert!(!heap.is_pooled(p)?);
     assert_eq!(&heap[p][..19], &[9u8; 19]);
-    assert_eq!(heap.pool_usage(pool)?.2, 1);
+    assert_eq!(heap.pool_usage(pool)?.objects, 1);
     assert_eq!(parent_of(&heap, p), Some(pool.erase()));
     Ok(())
 }
@@ -1986,19 +2000,31 @@ fn t19_memlimit_nested_limits_and_steals() -> R {
     let l1 = heap.strdup(root, "level 1")?; // 8 bytes
     heap.set_memlimit(l1, 2048)?;
     ok(&heap);
-    assert_eq!(heap.memlimit(l1)?, Some((2048, 8)));
+    assert_eq!(
+        heap.memlimit(l1)?,
+        Some(talloc::MemLimit { max: 2048, used: 8 })
+    );
     assert!(is_limit(heap.zeroed(l1, 2048), l1));
     ok(&heap);
     let l2 = heap.strdup(l1, "level 2")?;
     heap.free(l2)?;
     ok(&heap);
-    assert_eq!(heap.memlimit(l1)?, Some((2048, 8)));
+    assert_eq!(
+        heap.memlimit(l1)?,
+        Some(talloc::MemLimit { max: 2048, used: 8 })
+    );
 
     // A steal into the limited tree never fails, even past the limit...
     let l2 = heap.zeroed(None, 2048)?;
     heap.steal(l1, l2)?;
     ok(&heap);
-    assert_eq!(heap.memlimit(l1)?, Some((2048, 2056)));
+    assert_eq!(
+        heap.memlimit(l1)?,
+        Some(talloc::MemLimit {
+            max: 2048,
+            used: 2056
+        })
+    );
     // ...but later allocations under it do.
     assert!(is_limit(heap.strdup(l2, "level 3"), l1));
     heap.free(l2)?;
@@ -2050,7 +2076,13 @@ fn t19_memlimit_with_pools_counts_the_region_once() -> R {
     let mut heap = Talloc::new();
     let pool = heap.pool(None, 10 * 1024)?;
     heap.set_memlimit(pool, 10 * 1024)?;
-    assert_eq!(heap.memlimit(pool)?, Some((10 * 1024, 10 * 1024)));
+    assert_eq!(
+        heap.memlimit(pool)?,
+        Some(talloc::MemLimit {
+            max: 10 * 1024,
+            used: 10 * 1024
+        })
+    );
     let mut members = Vec::new();
     for _ in 0..10 {
         let m = heap.zeroed(pool, 1024)?; // carved: exempt from the limit
@@ -2065,12 +2097,25 @@ fn t19_memlimit_with_pools_counts_the_region_once() -> R {
     let root = heap.new_context(None)?;
     heap.steal(root, members[0])?;
     ok(&heap);
-    assert_eq!(heap.memlimit(pool)?, Some((10 * 1024, 10 * 1024)));
+    assert_eq!(
+        heap.memlimit(pool)?,
+        Some(talloc::MemLimit {
+            max: 10 * 1024,
+            used: 10 * 1024
+        })
+    );
     assert!(is_limit(heap.zeroed(pool, 1024), pool));
     heap.free(members[0])?;
     heap.free_children(pool)?;
     ok(&heap);
-    assert_eq!(heap.pool_usage(pool)?, (10 * 1024, 0, 1));
+    assert_eq!(
+        heap.pool_usage(pool)?,
+        talloc::PoolUsage {
+            size: 10 * 1024,
+            used: 0,
+            objects: 1
+        }
+    );
 
     // Growing a member keeps it in the pool while the pool has room (C's
     // test_memlimit: sizes 2 to 8 KiB), with nothing charged.
@@ -2080,7 +2125,13 @@ fn t19_memlimit_with_pools_counts_the_region_once() -> R {
         assert!(heap.is_pooled(l1)?, "{i} KiB still fits in the pool");
         ok(&heap);
     }
-    assert_eq!(heap.memlimit(pool)?, Some((10 * 1024, 10 * 1024)));
+    assert_eq!(
+        heap.memlimit(pool)?,
+        Some(talloc::MemLimit {
+            max: 10 * 1024,
+            used: 10 * 1024
+        })
+    );
     // Past the pool's size it moves out, onto the limit's books.
     assert!(is_limit(heap.realloc(l1, 11 * 1024), pool));
     assert!(heap.is_pooled(l1)?);
@@ -2089,7 +2140,13 @@ fn t19_memlimit_with_pools_counts_the_region_once() -> R {
     heap.realloc(l1, 11 * 1024)?;
     ok(&heap);
     assert!(!heap.is_pooled(l1)?);
-    assert_eq!(heap.memlimit(pool)?, Some((21 * 1024, 21 * 1024)));
+    assert_eq!(
+        heap.memlimit(pool)?,
+        Some(talloc::MemLimit {
+            max: 21 * 1024,
+            used: 21 * 1024
+        })
+    );
     // The pool is empty again: carving is still allowed.
     let big = heap.zeroed(pool, 9 * 1024)?;
     assert!(heap.is_pooled(big)?);
@@ -2120,11 +2177,20 @@ fn t19_new_pool_under_a_limit_is_charged_its_size() -> R {
     heap.set_memlimit(ctx, 4096)?;
     let pool = heap.pool(ctx, 3000)?;
     ok(&heap);
-    assert_eq!(heap.memlimit(ctx)?, Some((4096, 3000)));
+    assert_eq!(
+        heap.memlimit(ctx)?,
+        Some(talloc::MemLimit {
+            max: 4096,
+            used: 3000
+        })
+    );
     assert!(is_limit(heap.pool(ctx, 3000), ctx));
     heap.free(pool)?;
     ok(&heap);
-    assert_eq!(heap.memlimit(ctx)?, Some((4096, 0)));
+    assert_eq!(
+        heap.memlimit(ctx)?,
+        Some(talloc::MemLimit { max: 4096, used: 0 })
+    );
     Ok(())
 }
 
