@@ -43,8 +43,6 @@ pub enum Error {
     /// The signal number is out of range, cannot be caught (`SIGKILL`,
     /// `SIGSTOP`) or is not supported (real-time signals).
     InvalidSignal(i32),
-    /// Signal flags other than `SA_RESTART`, `SA_RESETHAND` and `SA_SIGINFO`.
-    InvalidSignalFlags,
     /// Too many contexts of this process have signal handlers at once.
     TooManySignalContexts,
     /// No backend has this name (see [`Context::backends`](crate::Context::backends)).
@@ -83,9 +81,6 @@ impl fmt::Display for Error {
             Error::Nested => f.write_str("nested loop_once refused"),
             Error::BadFd { fd, errno } => write!(f, "fd {fd} cannot be watched: {errno}"),
             Error::InvalidSignal(n) => write!(f, "signal {n} cannot be handled"),
-            Error::InvalidSignalFlags => {
-                f.write_str("only SA_RESTART, SA_RESETHAND and SA_SIGINFO are supported")
-            }
             Error::TooManySignalContexts => {
                 f.write_str("too many contexts with signal handlers in this process")
             }

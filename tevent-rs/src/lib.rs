@@ -142,12 +142,13 @@ pub use fd::FdEvent;
 pub use flags::FdFlags;
 pub use fork::cached_getpid;
 pub use immediate::Immediate;
-pub use nix::sys::signal::{SaFlags, Signal};
 pub use profile::ReqProfile;
 pub use queue::{Queue, QueueEntry};
 pub use remote::{Remote, RemoteFn, RemoteTask, ScheduleError};
 pub use req::{Req, ReqError, ReqState};
-pub use signal::{num_signals, sa_info_queue_count, Delivery, SigInfo, SignalEvent, SignalNumber};
+pub use signal::{
+    num_signals, sa_info_queue_count, Delivery, SaFlags, SigInfo, Signal, SignalEvent, SignalNumber,
+};
 pub use timer::{TimerEvent, When};
 pub use trace::{EventTrace, EventTraceFn, LoopTraceFn, TracePoint, TracedEvent};
 pub use wrapper::{Wrapped, Wrapper, WrapperHooks};

@@ -16,9 +16,21 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::{ctx, pair, Log};
-use nix::sys::signal::{kill, raise};
 use nix::unistd::Pid;
 use tevent::{Delivery, FdFlags, SaFlags, Signal};
+
+/// nix's signal for ours (the tests send signals through nix).
+fn nix_signal(s: Signal) -> nix::sys::signal::Signal {
+    nix::sys::signal::Signal::try_from(s.number()).expect("a standard signal")
+}
+
+fn raise(s: Signal) -> nix::Result<()> {
+    nix::sys::signal::raise(nix_signal(s))
+}
+
+fn kill(pid: Pid, s: Signal) -> nix::Result<()> {
+    nix::sys::signal::kill(pid, nix_signal(s))
+}
 
 /// The `SigCgt` mask of /proc: the signals the process catches.
 fn sigcgt() -> u64 {
@@ -36,10 +48,10 @@ fn sigcgt() -> u64 {
 fn caught(sig: Signal) -> bool {
     let mask = sigcgt();
     // Nothing here ever handles SIGTTIN: if it is caught, everything is.
-    if mask & (1 << (Signal::SIGTTIN as u32 - 1)) != 0 {
+    if mask & (1 << (Signal::SIGTTIN.number() - 1)) != 0 {
         return EXPECT_CAUGHT.with(|e| e.get());
     }
-    mask & (1 << (sig as u32 - 1)) != 0
+    mask & (1 << (sig.number() - 1)) != 0
 }
 
 thread_local! {
@@ -152,7 +164,7 @@ fn e5_counts_and_siginfo(b: &str) {
     for d in info_seen.borrow().iter() {
         assert_eq!(d.count, 1);
         let i = d.info.expect("siginfo");
-        assert_eq!((i.signo, i.pid), (Signal::SIGUSR1 as i32, pid));
+        assert_eq!((i.signo, i.pid), (Signal::SIGUSR1.number(), pid));
         assert_eq!(i.code, -6, "SI_TKILL: raise() uses tgkill");
     }
     ev.free(a.erase()).unwrap();
@@ -485,7 +497,11 @@ fn action_restored_in_child(_b: &str) {
         .env("TEVENT_SIGNAL_CHILD", "restore")
         .status()
         .unwrap();
-    assert_eq!(status.signal(), Some(Signal::SIGUSR1 as i32), "{status:?}");
+    assert_eq!(
+        status.signal(),
+        Some(Signal::SIGUSR1.number()),
+        "{status:?}"
+    );
 }
 
 /// A handler that raises another signal: C looks at each signal number in

@@ -15,6 +15,7 @@
 //! process installs the action, the last one restores the action found
 //! before.
 
+mod number;
 mod os;
 mod process;
 
@@ -22,7 +23,6 @@ use std::cell::RefCell;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
-use nix::sys::signal::{SaFlags, Signal};
 use talloc::{AnyPtr, IntoParent, Ptr};
 
 use crate::backend::Internal;
@@ -31,6 +31,7 @@ use crate::slab::{Id, Slab};
 use crate::trace::{self, EventTrace, TracedEvent};
 use crate::{Context, Error, Wrapped};
 
+pub use number::{SaFlags, Signal};
 pub(crate) use process::drain;
 use process::CATCHABLE;
 
@@ -54,7 +55,7 @@ pub fn sa_info_queue_count() -> usize {
     process::RING as usize
 }
 
-/// A signal number: an `i32` or a nix [`Signal`].
+/// A signal number: an `i32` or a [`Signal`].
 ///
 /// ```
 /// use tevent::{Signal, SignalNumber};
@@ -81,7 +82,7 @@ impl SignalNumber for i32 {
 
 impl SignalNumber for Signal {
     fn signum(self) -> i32 {
-        self as i32
+        self.number()
     }
 }
 
@@ -245,7 +246,7 @@ impl Signals {
 
 impl Registry {
     fn add_signal_entry(&mut self, signal: Signal, flags: SaFlags) -> Result<Id, Error> {
-        let sig = signal as usize;
+        let sig = signal.number() as usize;
         // Room first, so that a full slab changes nothing below.
         if self.sigs.slab.vacant_id().is_none() {
             return Err(Error::TooManyEvents);
@@ -317,7 +318,7 @@ impl Registry {
     /// back.
     pub(crate) fn remove_signal(&mut self, id: Id) -> Option<SigEntry> {
         let e = self.sigs.slab.remove(id)?;
-        let sig = e.signal as usize;
+        let sig = e.signal.number() as usize;
         self.sigs.by_signal[sig].retain(|x| *x != id);
         process::uninstall(e.signal);
         if self.sigs.by_signal[sig].is_empty() {
@@ -434,14 +435,10 @@ impl Context {
         C: FnMut(&mut Context, SignalEvent, Delivery) + 'static,
     {
         let n = signum.signum();
-        let signal = match Signal::try_from(n) {
-            Ok(s) if (n as usize) < CATCHABLE && s != Signal::SIGKILL && s != Signal::SIGSTOP => s,
+        let signal = match Signal::new(n) {
+            Some(s) if s != Signal::SIGKILL && s != Signal::SIGSTOP => s,
             _ => return Err(Error::InvalidSignal(n)),
         };
-        let allowed = SaFlags::SA_RESTART | SaFlags::SA_RESETHAND | SaFlags::SA_SIGINFO;
-        if !allowed.contains(flags) {
-            return Err(Error::InvalidSignalFlags);
-        }
         let parent = parent.into_parent();
         if let Some(p) = parent {
             if !self.heap().contains(p) {

@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize
 use std::sync::{Mutex, OnceLock};
 
 use nix::fcntl::OFlag;
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::{self as nixsig, SigAction, SigHandler, SigSet};
 
 use super::os;
-use super::SigInfo;
+use super::{SaFlags, SigInfo, Signal};
 use crate::Error;
 
 /// Signals 1 to 31, the ones nix names and we can install.
@@ -211,20 +211,19 @@ pub(crate) fn info(sig: usize, n: u64) -> Option<SigInfo> {
 /// Adds one handler for `signal`; the first one installs our action with
 /// `flags` (plus `SA_SIGINFO`), remembering the action it replaces.
 pub(crate) fn install(signal: Signal, flags: SaFlags) -> Result<(), Error> {
-    let sig = signal as usize;
+    let sig = signal.number() as usize;
     let mut book = book();
     match &mut book.installed[sig] {
         Some(i) => i.handlers += 1,
         slot @ None => {
             // SA_RESETHAND is done per handler by the loop, never by the
             // kernel (which would reset the action for every handler).
-            let flags = flags & SaFlags::SA_RESTART;
-            let action = SigAction::new(
-                SigHandler::SigAction(os::on_signal),
-                flags | SaFlags::SA_SIGINFO,
-                SigSet::empty(),
-            );
-            let old = os::set_action(signal, &action).map_err(|e| match e {
+            let mut sa = nixsig::SaFlags::SA_SIGINFO;
+            if flags.contains(SaFlags::SA_RESTART) {
+                sa |= nixsig::SaFlags::SA_RESTART;
+            }
+            let action = SigAction::new(SigHandler::SigAction(os::on_signal), sa, SigSet::empty());
+            let old = os::set_action(signal.to_nix(), &action).map_err(|e| match e {
                 nix::errno::Errno::EINVAL => Error::InvalidSignal(sig as i32),
                 e => Error::Os(e),
             })?;
@@ -236,7 +235,7 @@ pub(crate) fn install(signal: Signal, flags: SaFlags) -> Result<(), Error> {
 
 /// Removes one handler for `signal`; the last one puts the old action back.
 pub(crate) fn uninstall(signal: Signal) {
-    let sig = signal as usize;
+    let sig = signal.number() as usize;
     let mut book = book();
     let last = match &mut book.installed[sig] {
         Some(i) => {
@@ -247,7 +246,7 @@ pub(crate) fn uninstall(signal: Signal) {
     };
     if let Some(old) = last {
         book.installed[sig] = None;
-        let _ = os::set_action(signal, &old);
+        let _ = os::set_action(signal.to_nix(), &old);
     }
 }
 
