@@ -1,10 +1,74 @@
-//! The error types: [`Error`], and [`AddFdError`], which hands the I/O
-//! object back.
+//! The error types: [`Error`], [`AddFdError`], which hands the I/O object
+//! back, and [`OsError`], a system call's error number.
 
 use std::fmt;
+use std::io;
 use std::os::fd::RawFd;
 
-use nix::errno::Errno;
+/// The error number (`errno`) a system call of the loop failed with: the
+/// crate's own type, so that the system-call crate underneath is not part
+/// of the API. It converts into a [`std::io::Error`].
+///
+/// ```
+/// use tevent::OsError;
+/// let e = OsError::from_raw_os_error(2);                // ENOENT
+/// assert_eq!(e.raw_os_error(), 2);
+/// assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+/// let io: std::io::Error = e.into();
+/// assert_eq!(io.raw_os_error(), Some(2));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OsError(i32);
+
+impl OsError {
+    /// The error of this `errno` value.
+    pub const fn from_raw_os_error(code: i32) -> OsError {
+        OsError(code)
+    }
+
+    /// The `errno` value.
+    pub const fn raw_os_error(self) -> i32 {
+        self.0
+    }
+
+    /// What kind of error it is, as [`std::io::Error::kind`] says.
+    pub fn kind(self) -> io::ErrorKind {
+        io::Error::from_raw_os_error(self.0).kind()
+    }
+}
+
+impl Error {
+    /// The error of a failed system call (inside the crate: no nix type in
+    /// the API).
+    pub(crate) fn os(e: nix::errno::Errno) -> Error {
+        Error::Os(errno(e))
+    }
+}
+
+/// The crate's error number for a nix one.
+pub(crate) fn errno(e: nix::errno::Errno) -> OsError {
+    OsError(e as i32)
+}
+
+impl fmt::Debug for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OsError({:?})", nix::errno::Errno::from_raw(self.0))
+    }
+}
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&io::Error::from_raw_os_error(self.0), f)
+    }
+}
+
+impl std::error::Error for OsError {}
+
+impl From<OsError> for io::Error {
+    fn from(e: OsError) -> io::Error {
+        io::Error::from_raw_os_error(e.0)
+    }
+}
 
 /// Why an operation of the loop did nothing.
 ///
@@ -38,7 +102,7 @@ pub enum Error {
         /// The fd number.
         fd: RawFd,
         /// What the system said.
-        errno: Errno,
+        errno: OsError,
     },
     /// The signal number is out of range, cannot be caught (`SIGKILL`,
     /// `SIGSTOP`) or is not supported (real-time signals).
@@ -69,7 +133,7 @@ pub enum Error {
     /// name (2^32 - 1, less slots retired because their generation ran out).
     TooManyEvents,
     /// A system call of the backend failed.
-    Os(Errno),
+    Os(OsError),
 }
 
 impl fmt::Display for Error {

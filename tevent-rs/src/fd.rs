@@ -194,6 +194,7 @@ impl Context {
     {
         let raw = io.as_fd().as_raw_fd();
         if let Err(errno) = nix::fcntl::fcntl(raw, nix::fcntl::FcntlArg::F_GETFD) {
+            let errno = crate::error::errno(errno);
             return Err(AddFdError::new(Error::BadFd { fd: raw, errno }, io));
         }
         let parent = parent.into_parent();

@@ -137,7 +137,7 @@ mod trace;
 mod wrapper;
 
 pub use context::Context;
-pub use error::{AddFdError, Error};
+pub use error::{AddFdError, Error, OsError};
 pub use fd::FdEvent;
 pub use flags::FdFlags;
 pub use fork::cached_getpid;

@@ -322,7 +322,7 @@ impl Remote {
 impl RemoteInner {
     fn new() -> Result<RemoteInner, Error> {
         let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(Error::Os)?;
+            .map_err(Error::os)?;
         Ok(RemoteInner {
             queue: Mutex::new(Some(Queue {
                 tasks: VecDeque::new(),

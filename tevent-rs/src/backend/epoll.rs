@@ -48,7 +48,7 @@ fn token(which: Internal) -> u64 {
 impl EpollBackend {
     pub(crate) fn new() -> Result<Self, Error> {
         Ok(EpollBackend {
-            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(Error::Os)?,
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(Error::os)?,
             events: [EpollEvent::empty()],
             busy: false,
             probe_in: 0,
@@ -64,7 +64,10 @@ impl EpollBackend {
         let Some(group) = fds.group_mut(raw) else {
             return Ok(());
         };
-        let bad = |errno| Error::BadFd { fd: raw, errno };
+        let bad = |e| Error::BadFd {
+            fd: raw,
+            errno: crate::error::errno(e),
+        };
         match (group.registered, want.is_empty()) {
             (None, true) => {}
             (Some(_), true) => {
@@ -94,7 +97,7 @@ impl EpollBackend {
         fd: BorrowedFd<'_>,
     ) -> Result<(), Error> {
         let ev = EpollEvent::new(EpollFlags::EPOLLIN, token(which));
-        self.epoll.add(fd, ev).map_err(Error::Os)
+        self.epoll.add(fd, ev).map_err(Error::os)
     }
 
     pub(crate) fn remove_internal(&mut self, fd: BorrowedFd<'_>) {
@@ -112,7 +115,7 @@ impl EpollBackend {
             n = match self.epoll.wait(&mut self.events, EpollTimeout::ZERO) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => return Ok(Waited::Interrupted),
-                Err(e) => return Err(Error::Os(e)),
+                Err(e) => return Err(Error::os(e)),
             };
             self.busy = n > 0;
             self.probe_in = 8;
@@ -123,7 +126,7 @@ impl EpollBackend {
             n = match self.epoll.wait(&mut self.events, millis(timeout)) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => return Ok(Waited::Interrupted),
-                Err(e) => return Err(Error::Os(e)),
+                Err(e) => return Err(Error::os(e)),
             };
         }
         if n == 0 {

@@ -84,7 +84,7 @@ impl FdSet {
         let fd = entry.fd;
         let i = usize::try_from(fd).map_err(|_| Error::BadFd {
             fd,
-            errno: nix::errno::Errno::EBADF,
+            errno: crate::error::errno(nix::errno::Errno::EBADF),
         })?;
         if self.groups.len() <= i {
             self.groups.resize(i + 1, Group::default());

@@ -69,7 +69,7 @@ impl PollBackend {
         let n = match poll(&mut pfds, millis(timeout)) {
             Ok(n) => n,
             Err(Errno::EINTR) => return Ok(Waited::Interrupted),
-            Err(e) => return Err(Error::Os(e)),
+            Err(e) => return Err(Error::os(e)),
         };
         if n == 0 {
             return Ok(Waited::Timeout);

@@ -225,7 +225,7 @@ pub(crate) fn install(signal: Signal, flags: SaFlags) -> Result<(), Error> {
             let action = SigAction::new(SigHandler::SigAction(os::on_signal), sa, SigSet::empty());
             let old = os::set_action(signal.to_nix(), &action).map_err(|e| match e {
                 nix::errno::Errno::EINVAL => Error::InvalidSignal(sig as i32),
-                e => Error::Os(e),
+                e => Error::os(e),
             })?;
             *slot = Some(Installed { old, handlers: 1 });
         }
@@ -262,7 +262,7 @@ pub(crate) fn acquire_wake() -> Result<(usize, &'static OwnedFd), Error> {
         .ok_or(Error::TooManySignalContexts)?;
     // Made under the book's lock, so no other thread sets it meanwhile.
     if WAKE[slot].pipe.get().is_none() {
-        let pipe = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).map_err(Error::Os)?;
+        let pipe = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).map_err(Error::os)?;
         WAKE[slot].creator.store(me, Ordering::Relaxed);
         let _ = WAKE[slot].pipe.set(pipe);
     }
