@@ -6,7 +6,12 @@
 //! state of a profiled request is profiled too; when it finishes, its
 //! profile moves under the parent's profile, as a subprofile that outlives
 //! the sub-request.
+//!
+//! The registry indexes profiles by their request's state, so that creating
+//! or finishing a request looks up one map (nothing at all while no request
+//! is profiled) instead of searching the heap.
 
+use std::collections::HashMap;
 use std::panic::Location;
 use std::time::SystemTime;
 
@@ -74,43 +79,73 @@ pub(crate) fn place(at: &Location<'_>) -> String {
     format!("{}:{}", at.file(), at.line())
 }
 
-/// The profile of the request whose heap node is `node`, if it has one.
-pub(crate) fn profile_of(heap: &Talloc, node: AnyPtr) -> Option<Ptr<ReqProfile>> {
-    heap.children(node)
-        .ok()?
-        .find_map(|c| heap.downcast::<ReqProfile>(c).ok())
+/// The profiles of the context's requests, by the handle of each
+/// request's state. An entry holds while the profile is still a child of
+/// that request; one that no longer does is ignored, and dropped when the
+/// index is pruned.
+#[derive(Default)]
+pub(crate) struct Profiles {
+    by_state: HashMap<AnyPtr, Ptr<ReqProfile>>,
+    /// Entries after which the next insertion prunes the dead ones.
+    prune_at: usize,
 }
 
-/// The profile a request created under `parent` reports to: that of the
-/// request whose state `parent` is.
-pub(crate) fn inherited(heap: &Talloc, parent: Option<AnyPtr>) -> Option<Ptr<ReqProfile>> {
-    let owner = heap.parent(parent?).ok()??;
-    profile_of(heap, owner)
-}
-
-/// Records a request's end in its profile, and hands the profile to the
-/// parent's, if the request has a live one.
-pub(crate) fn finish(
+/// Records a request's end in its profile `p`, and hands the profile to
+/// the parent's, if that one is alive. Whether it moved.
+fn finish(
     heap: &mut Talloc,
-    node: AnyPtr,
+    p: Ptr<ReqProfile>,
     parent: Option<Ptr<ReqProfile>>,
     state: ReqState,
     at: &Location<'_>,
-) {
-    let Some(p) = profile_of(heap, node) else {
-        return;
-    };
+) -> bool {
     if let Ok(profile) = heap.get_mut(p) {
         profile.stop_location = place(at);
         profile.stop_time = Some(SystemTime::now());
         profile.state = state;
     }
-    if let Some(parent) = parent.filter(|&pp| heap.contains(pp)) {
-        let _ = heap.steal(parent, p);
-    }
+    parent
+        .filter(|&pp| heap.contains(pp))
+        .is_some_and(|pp| heap.steal(pp, p).is_ok())
 }
 
 impl Context {
+    /// The profile of the request whose state is `state` and whose node is
+    /// `node`, if it has one.
+    fn profile_at(&self, state: AnyPtr, node: AnyPtr) -> Option<Ptr<ReqProfile>> {
+        let p = *self.reg.borrow().profiles.by_state.get(&state)?;
+        (self.heap.parent(p).ok()? == Some(node)).then_some(p)
+    }
+
+    /// The profile a request created under `parent` reports to: that of the
+    /// request whose state `parent` is.
+    pub(crate) fn inherited_profile(&self, parent: Option<AnyPtr>) -> Option<Ptr<ReqProfile>> {
+        let state = parent?;
+        if self.reg.borrow().profiles.by_state.is_empty() {
+            return None;
+        }
+        let owner = self.heap.parent(state).ok()??;
+        self.profile_at(state, owner)
+    }
+
+    /// A request finished: its profile (if any) records it and moves to
+    /// the parent's.
+    pub(crate) fn finish_profile<S: 'static, E: 'static>(
+        &mut self,
+        req: Req<S, E>,
+        parent: Option<Ptr<ReqProfile>>,
+        state: ReqState,
+        at: &Location<'_>,
+    ) {
+        let key = req.state().erase();
+        let Some(p) = self.profile_at(key, req.erase()) else {
+            return;
+        };
+        if finish(&mut self.heap, p, parent, state, at) {
+            self.reg.borrow_mut().profiles.by_state.remove(&key);
+        }
+    }
+
     /// Starts profiling the request (`tevent_req_set_profile`): a
     /// [`ReqProfile`] child of the request, named after its state type and
     /// started at its creation place. Sub-requests created under its state
@@ -132,11 +167,20 @@ impl Context {
         req: Req<S, E>,
     ) -> Result<Ptr<ReqProfile>, Error> {
         let created = self.req_created_at(req)?;
-        if profile_of(&self.heap, req.erase()).is_some() {
+        if self.profile_at(req.state().erase(), req.erase()).is_some() {
             return Err(Error::AlreadyProfiled);
         }
         let profile = ReqProfile::new(std::any::type_name::<S>(), place(created));
-        Ok(self.heap.alloc(req.erase(), profile)?)
+        let p = self.heap.alloc(req.erase(), profile)?;
+        let mut reg = self.reg.borrow_mut();
+        let index = &mut reg.profiles;
+        if index.by_state.len() >= index.prune_at {
+            let heap = &self.heap;
+            index.by_state.retain(|_, p| heap.contains(*p));
+            index.prune_at = (2 * index.by_state.len()).max(64);
+        }
+        index.by_state.insert(req.state().erase(), p);
+        Ok(p)
     }
 
     /// The request's profile, if it has one (`tevent_req_get_profile`).
@@ -154,7 +198,7 @@ impl Context {
         req: Req<S, E>,
     ) -> Result<Option<Ptr<ReqProfile>>, Error> {
         self.req_created_at(req)?;
-        Ok(profile_of(&self.heap, req.erase()))
+        Ok(self.profile_at(req.state().erase(), req.erase()))
     }
 
     /// Moves the request's profile under `parent`, so that it outlives the
@@ -180,6 +224,11 @@ impl Context {
             return Ok(None);
         };
         self.heap.steal(parent, p)?;
+        self.reg
+            .borrow_mut()
+            .profiles
+            .by_state
+            .remove(&req.state().erase());
         Ok(Some(p))
     }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, FdSet, Internal};
 use crate::immediate::Immediates;
+use crate::profile::Profiles;
 use crate::remote::{RemoteInner, Task};
 use crate::signal::Signals;
 use crate::timer::Timers;
@@ -40,6 +41,7 @@ pub(crate) struct Registry {
     pub(crate) depth: u32,
     pub(crate) tracing: Tracing,
     pub(crate) wrappers: Wrappers,
+    pub(crate) profiles: Profiles,
 }
 
 impl Registry {
@@ -56,6 +58,7 @@ impl Registry {
             depth: 0,
             tracing: Tracing::default(),
             wrappers: Wrappers::default(),
+            profiles: Profiles::default(),
         }
     }
 

@@ -273,7 +273,7 @@ impl Context {
         state: S,
     ) -> Result<Req<S, E>, Error> {
         let parent = parent.into_parent();
-        let parent_profile = profile::inherited(&self.heap, parent);
+        let parent_profile = self.inherited_profile(parent);
         let node = self.heap.alloc_local(
             parent,
             ReqNode::<S, E> {
@@ -485,7 +485,7 @@ impl Context {
         if let Some(t) = n.endtime.take() {
             let _ = self.heap.free(t.erase());
         }
-        profile::finish(&mut self.heap, req.erase(), parent_profile, state, at);
+        self.finish_profile(req, parent_profile, state, at);
         cleanup(&mut self.heap, req, state);
         self.req_notify(req);
         Ok(())
