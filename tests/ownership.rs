@@ -377,6 +377,38 @@ impl Model {
         }
     }
 
+    /// `Talloc::take`: refused while anything references `x`; otherwise it
+    /// ends as a free does, but its children (its name chunk excepted) move
+    /// to its parent first, oldest first so that their order stays.
+    fn take(&mut self, x: Id) -> Res<Applied> {
+        if matches!(self.n(x).val, Val::Bytes(_) | Val::Words(_) | Val::Str(_)) {
+            return Ok(Applied::Skipped);
+        }
+        if !self.n(x).refs.is_empty() {
+            let count = self.n(x).refs.len();
+            return Err(Error::HasReferences { count });
+        }
+        if let Some(refuses) = self.n(x).destructor {
+            self.log.push(x);
+            if refuses {
+                return Err(Error::Refused);
+            }
+            self.m(x).destructor = None;
+        }
+        let chunk = match self.n(x).name {
+            Name::Chunk(c) if self.n(c).alive && self.n(c).parent == Some(x) => Some(c),
+            _ => None,
+        };
+        let parent = self.n(x).parent;
+        let kids: Vec<Id> = self.n(x).children.iter().rev().copied().collect();
+        for c in kids.into_iter().filter(|&c| Some(c) != chunk) {
+            self.move_to(c, parent);
+        }
+        self.unlink(x);
+        self.drain(x, parent, true);
+        Ok(Applied::Done)
+    }
+
     /// `talloc_unlink(ctx, x)`, both live.
     fn unlink_from(&mut self, ctx: Option<Id>, x: Id) -> Res {
         let own = self.n(x).refs.iter().rev().copied();
@@ -659,7 +691,7 @@ impl Model {
             Op::Free(x) | Op::FreeChildren(x) | Op::ClearDestructor(x) | Op::SetNameConst(x) => x,
             Op::Steal(_, x) | Op::Reparent(_, _, x) | Op::Reference(_, x) | Op::Unlink(_, x) => x,
             Op::SetDestructor(x, _) | Op::SetName(x, _) | Op::Resize(x, _) => x,
-            Op::SetMemlimit(x, _) | Op::Transfer(x, _) => x,
+            Op::SetMemlimit(x, _) | Op::Transfer(x, _) | Op::Take(x) => x,
         };
         let Some(x) = self.pick(*object) else {
             return Ok(Applied::Skipped);
@@ -667,7 +699,7 @@ impl Model {
         self.live(x)?;
         let typed = matches!(
             op,
-            Op::Reparent(..) | Op::Reference(..) | Op::SetDestructor(..)
+            Op::Reparent(..) | Op::Reference(..) | Op::SetDestructor(..) | Op::Take(..)
         );
         if typed && self.is_ref(x) {
             return Ok(Applied::Skipped);
@@ -729,6 +761,7 @@ impl Model {
                 let to = opt(self, to);
                 self.transfer(x, to)?
             }
+            Op::Take(_) => return self.take(x),
         }
         Ok(Applied::Done)
     }

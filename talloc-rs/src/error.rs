@@ -75,6 +75,10 @@ pub enum Error {
     IsReference,
     /// A string operation got a length that is not on a character boundary.
     NotCharBoundary,
+    /// Two handles given to
+    /// [`get_disjoint_mut`](crate::Talloc::get_disjoint_mut) name the same
+    /// object.
+    Aliased,
     /// A subtree could not move to another heap (see
     /// [`Talloc::detach`](crate::Talloc::detach)).
     Transfer(crate::TransferError),
@@ -107,11 +111,14 @@ impl fmt::Display for Error {
             Error::NotResizable => f.write_str("only slices and strings can be resized"),
             Error::IsReference => f.write_str("the object is a reference handle"),
             Error::NotCharBoundary => f.write_str("the length is not on a character boundary"),
+            Error::Aliased => f.write_str("two handles name the same object"),
             Error::Transfer(e) => e.fmt(f),
         }
     }
 }
 
+/// Every variant is a cause of its own: none has a `source`. (`Transfer`
+/// shows its [`TransferError`](crate::TransferError) as its own message.)
 impl std::error::Error for Error {}
 
 impl From<crate::storage::StoreError> for Error {
@@ -122,5 +129,76 @@ impl From<crate::storage::StoreError> for Error {
             crate::storage::StoreError::Full => Error::HeapFull,
             crate::storage::StoreError::WrongKind => Error::NotResizable,
         }
+    }
+}
+
+/// A failed [`alloc`](crate::Talloc::alloc): why, and the value back,
+/// untouched (as calloop's `InsertError` gives its source back).
+///
+/// `?` turns it into the plain [`Error`] (dropping the value), so code that
+/// does not want the value back reads as before.
+///
+/// ```
+/// use talloc::{Error, Talloc};
+/// let mut heap = Talloc::new();
+/// let gone = heap.new_context(None)?;
+/// heap.free(gone)?;
+/// let err = heap.alloc(gone, String::from("keep me")).unwrap_err();
+/// assert_eq!(err.error, Error::Stale);
+/// let p = heap.alloc(None, err.value)?; // try elsewhere
+/// assert_eq!(heap[p], "keep me");
+/// # Ok::<(), Error>(())
+/// ```
+pub struct AllocError<T> {
+    /// Why the value could not be stored.
+    pub error: Error,
+    /// The value, still the caller's.
+    pub value: T,
+}
+
+impl<T> AllocError<T> {
+    /// The value, given back.
+    pub fn into_value(self) -> T {
+        self.value
+    }
+}
+
+/// Shows the error and the value's type (the value itself need not be
+/// `Debug`).
+impl<T> fmt::Debug for AllocError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AllocError")
+            .field("error", &self.error)
+            .field("value", &std::any::type_name::<T>())
+            .finish()
+    }
+}
+
+impl<T> fmt::Display for AllocError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot allocate a {}", std::any::type_name::<T>())
+    }
+}
+
+/// The cause is the [`error`](AllocError::error) field.
+impl<T> std::error::Error for AllocError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// So that `?` works on `alloc` in functions returning [`Error`] (the value
+/// is dropped).
+impl<T> From<AllocError<T>> for Error {
+    fn from(e: AllocError<T>) -> Error {
+        e.error
+    }
+}
+
+/// Compares the error only, so that tests can write
+/// `assert_eq!(heap.alloc(p, v).unwrap_err(), Error::Stale)`.
+impl<T> PartialEq<Error> for AllocError<T> {
+    fn eq(&self, other: &Error) -> bool {
+        self.error == *other
     }
 }

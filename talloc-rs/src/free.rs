@@ -30,13 +30,24 @@ enum Outcome {
 
 /// A panic caught in a destructor or a `Drop`, resumed once the heap is
 /// consistent again.
-type Panic = Option<Box<dyn Any + Send>>;
+pub(crate) type Panic = Option<Box<dyn Any + Send>>;
 
 /// Records a caught panic unless an earlier one is waiting to be resumed.
 #[cold]
 fn keep_first(panic: &mut Panic, p: Box<dyn Any + Send>) {
     if panic.is_none() {
         *panic = Some(p);
+    }
+}
+
+/// Drops a released node's rare entry: a destructor closure it still holds
+/// may run arbitrary `Drop` code, whose panic is kept like the others.
+fn drop_rare(rare: Option<crate::heap::Rare>, panic: &mut Panic) {
+    if let Some(rare) = rare {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(rare)));
+        if let Err(p) = r {
+            keep_first(panic, p);
+        }
     }
 }
 
@@ -434,15 +445,24 @@ impl Talloc {
     /// [`release`](Self::release) of a node with a rare entry.
     #[inline(never)]
     fn release_rare(&mut self, slot: u32, panic: &mut Panic) {
+        let rare = self.clear_rare(slot, panic);
+        let p = self.slots.release(slot);
+        if panic.is_none() {
+            *panic = p;
+        }
+        drop_rare(rare, panic);
+    }
+
+    /// Takes a node being released out of the side tables: its reference
+    /// links, its limit, its rare entry (returned, to be dropped once the
+    /// node is gone).
+    fn clear_rare(&mut self, slot: u32, panic: &mut Panic) -> Option<crate::heap::Rare> {
         // The common case: the entry only held a destructor that has run
         // (and was taken): nothing to forget, nothing to drop.
         if self.slots.node(slot).flags & (flag::REF_HANDLE | flag::REFERENCED | flag::LIMIT) == 0
             && self.drop_empty_rare(slot)
         {
-            if let Some(p) = self.slots.release(slot) {
-                keep_first(panic, p);
-            }
-            return;
+            return None;
         }
         if self.slots.node(slot).has(flag::REF_HANDLE) {
             self.forget_handle(slot);
@@ -464,18 +484,35 @@ impl Talloc {
         if self.slots.node(slot).has(flag::LIMIT) {
             self.limits -= 1;
         }
-        let rare = self.drop_rare(slot);
-        let p = self.slots.release(slot);
-        if panic.is_none() {
-            *panic = p;
+        self.drop_rare(slot)
+    }
+
+    /// Takes a live object whose only child may be its name out of the
+    /// tree and out of the heap, and gives its value back (the end of
+    /// [`take`](Talloc::take)).
+    pub(crate) fn remove_leaf<T: 'static>(&mut self, slot: u32) -> T {
+        let key = self.key(slot);
+        let parent = self.slots.node(slot).parent;
+        let refuge = (parent != NIL).then(|| self.key(parent));
+        self.detach_for_free(slot);
+        let mut panic: Panic = None;
+        // The name chunk, freed as children are.
+        self.drain(
+            Frame {
+                slot,
+                key,
+                refuge,
+                release: false,
+            },
+            &mut panic,
+        );
+        let rare = self.clear_rare(slot, &mut panic);
+        let value = self.slots.remove::<T>(slot);
+        drop_rare(rare, &mut panic);
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
         }
-        // Dropping the destructor closure may run arbitrary Drop code too.
-        if let Some(rare) = rare {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(rare)));
-            if let (Err(p), None) = (r, panic.as_ref()) {
-                *panic = Some(p);
-            }
-        }
+        value
     }
 
     /// Frees a reference handle (unlinking it from its target).

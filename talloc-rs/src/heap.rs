@@ -4,6 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Index, IndexMut};
 
+use crate::error::AllocError;
 use crate::ptr::Key;
 use crate::storage::{flag, marker_desc, Object, Slots, HEAP_IDS, NIL};
 use crate::{AnyPtr, Error, IntoParent, Ptr};
@@ -404,7 +405,10 @@ impl Talloc {
     #[inline(always)]
     fn adopt<T: ?Sized>(&mut self, parent: u32, slot: u32) -> Result<Ptr<T>, Error> {
         if self.limits > 0 && parent != NIL {
-            self.charge_new(parent, slot)?;
+            if let Err(e) = self.charge_new(parent, slot) {
+                self.release_unlinked(slot);
+                return Err(e);
+            }
         }
         self.link(parent, slot);
         Ok(Ptr::from_key(self.key(slot)))
@@ -417,13 +421,47 @@ impl Talloc {
             return Ok(());
         }
         let size = self.slots.node(slot).own_size();
-        if let Err(e) = self.charge(parent, size) {
-            if let Some(panic) = self.slots.release(slot) {
-                std::panic::resume_unwind(panic);
-            }
-            return Err(e);
+        self.charge(parent, size)
+    }
+
+    /// Gives back a node that was never linked (a failed allocation).
+    #[cold]
+    fn release_unlinked(&mut self, slot: u32) {
+        if let Some(panic) = self.slots.release(slot) {
+            std::panic::resume_unwind(panic);
         }
-        Ok(())
+    }
+
+    /// [`alloc`](Self::alloc) and [`alloc_local`](Self::alloc_local): on
+    /// any error the value comes back in the [`AllocError`].
+    #[inline(always)]
+    fn alloc_value<T: 'static>(
+        &mut self,
+        parent: Option<AnyPtr>,
+        value: T,
+        flags: u32,
+    ) -> Result<Ptr<T>, AllocError<T>> {
+        let (parent, pool) = match self.home(parent) {
+            Ok(home) => home,
+            Err(error) => return Err(AllocError { error, value }),
+        };
+        let slot = match self.slots.insert(value, flags, pool) {
+            Ok(slot) => slot,
+            Err((e, value)) => {
+                return Err(AllocError {
+                    error: e.into(),
+                    value,
+                })
+            }
+        };
+        if self.limits > 0 && parent != NIL {
+            if let Err(error) = self.charge_new(parent, slot) {
+                let value = self.slots.remove(slot);
+                return Err(AllocError { error, value });
+            }
+        }
+        self.link(parent, slot);
+        Ok(Ptr::from_key(self.key(slot)))
     }
 
     /// Allocates `value` as a child of `parent` (`talloc(ctx, type)` with the
@@ -442,10 +480,8 @@ impl Talloc {
         &mut self,
         parent: impl IntoParent,
         value: T,
-    ) -> Result<Ptr<T>, Error> {
-        let (parent, pool) = self.home(parent.into_parent())?;
-        let slot = self.slots.insert(value, 0, pool)?;
-        self.adopt(parent, slot)
+    ) -> Result<Ptr<T>, AllocError<T>> {
+        self.alloc_value(parent.into_parent(), value, 0)
     }
 
     /// Allocates a value that is not `Send` (an `Rc`, a `RefCell` shared with
@@ -463,10 +499,8 @@ impl Talloc {
         &mut self,
         parent: impl IntoParent,
         value: T,
-    ) -> Result<Ptr<T>, Error> {
-        let (parent, pool) = self.home(parent.into_parent())?;
-        let slot = self.slots.insert(value, flag::NOT_SEND, pool)?;
-        self.adopt(parent, slot)
+    ) -> Result<Ptr<T>, AllocError<T>> {
+        self.alloc_value(parent.into_parent(), value, flag::NOT_SEND)
     }
 
     /// A new empty context (`talloc_new`): an object of size 0 that exists to
@@ -784,14 +818,30 @@ impl Talloc {
         value: T,
         num_subobjects: usize,
         total_subobjects_size: usize,
-    ) -> Result<Ptr<T>, Error> {
-        let (parent, _) = self.home(parent.into_parent())?;
+    ) -> Result<Ptr<T>, AllocError<T>> {
+        let parent = match self.home(parent.into_parent()) {
+            Ok((parent, _)) => parent,
+            Err(error) => return Err(AllocError { error, value }),
+        };
         // Each sub-object may lose up to 15 bytes to alignment.
-        let extra = num_subobjects
+        let Some(extra) = num_subobjects
             .checked_mul(16)
             .and_then(|a| a.checked_add(total_subobjects_size))
-            .ok_or(Error::TooLarge)?;
-        let slot = self.slots.insert_pooled(value, 0, extra)?;
+        else {
+            return Err(AllocError {
+                error: Error::TooLarge,
+                value,
+            });
+        };
+        let slot = match self.slots.insert_pooled(value, 0, extra) {
+            Ok(slot) => slot,
+            Err((e, value)) => {
+                return Err(AllocError {
+                    error: e.into(),
+                    value,
+                })
+            }
+        };
         if self.limits > 0 && parent != NIL {
             let region = self
                 .slots
@@ -799,9 +849,9 @@ impl Talloc {
                 .pool_region()
                 .expect("pooled object is a pool");
             let size = self.slots.region_usage(region).map_or(0, |u| u.0);
-            if let Err(e) = self.charge(parent, size) {
-                let _ = self.slots.release(slot);
-                return Err(e);
+            if let Err(error) = self.charge(parent, size) {
+                let value = self.slots.remove(slot);
+                return Err(AllocError { error, value });
             }
         }
         self.link(parent, slot);
@@ -897,6 +947,27 @@ impl Talloc {
     #[inline]
     pub fn get_mut<T: Object + ?Sized>(&mut self, p: Ptr<T>) -> Result<&mut T, Error> {
         self.slots.value_of_mut(p.key)
+    }
+
+    /// Mutable access to several objects of one type at once (as
+    /// `HashMap::get_disjoint_mut`). Two handles naming the same object are
+    /// [`Error::Aliased`]; a stale one is [`Error::Stale`].
+    ///
+    /// ```
+    /// # let mut heap = talloc::Talloc::new();
+    /// let from = heap.alloc(None, 10u32)?;
+    /// let to = heap.alloc(None, 0u32)?;
+    /// let [a, b] = heap.get_disjoint_mut([from, to])?;
+    /// std::mem::swap(a, b);
+    /// assert_eq!((heap[from], heap[to]), (0, 10));
+    /// assert_eq!(heap.get_disjoint_mut([from, from]).unwrap_err(), talloc::Error::Aliased);
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
+    pub fn get_disjoint_mut<T: Object + ?Sized, const N: usize>(
+        &mut self,
+        ps: [Ptr<T>; N],
+    ) -> Result<[&mut T; N], Error> {
+        self.slots.values_of_mut(ps.map(|p| p.key))
     }
 
     /// The typed handle of an object, if it is a `T`

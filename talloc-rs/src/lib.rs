@@ -26,6 +26,7 @@
 //!
 //! - creation and access: [`Talloc`], [`Ptr`], [`AnyPtr`] (heap.rs, ptr.rs);
 //! - freeing and destructors: [`Talloc::free`], [`Talloc::set_destructor`];
+//! - values back out: [`Talloc::take`], [`Talloc::replace`];
 //! - reparenting and references: [`Talloc::steal`], [`Talloc::reference`];
 //! - names and types: [`Talloc::name`], [`Talloc::downcast`];
 //! - queries and sizes: [`Talloc::children`], [`Talloc::total_size`];
@@ -45,13 +46,14 @@ mod ptr;
 mod query;
 mod report;
 mod storage;
+mod take;
 mod tree;
 mod verify;
 
 #[cfg(feature = "proptest")]
 pub mod strategy;
 
-pub use error::Error;
+pub use error::{AllocError, Error};
 pub use heap::{DestructorResult, Pool, PoolUsage, Refused, Talloc};
 pub use limit::MemLimit;
 pub use names::{NAME_CHUNK_NAME, REFERENCE_NAME};

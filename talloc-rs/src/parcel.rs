@@ -209,11 +209,16 @@ impl<T: ?Sized> fmt::Debug for AttachError<T> {
 
 impl<T: ?Sized> fmt::Display for AttachError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot attach the parcel: {}", self.error)
+        f.write_str("cannot attach the parcel")
     }
 }
 
-impl<T: ?Sized> std::error::Error for AttachError<T> {}
+/// The cause is the [`error`](AttachError::error) field.
+impl<T: ?Sized> std::error::Error for AttachError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
 
 /// A refused or impossible detach.
 ///
@@ -240,12 +245,14 @@ pub enum DetachError {
 impl fmt::Display for DetachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DetachError::Handle(e) => write!(f, "cannot detach: {e}"),
+            DetachError::Handle(e) => e.fmt(f),
             DetachError::Refused(e) => e.fmt(f),
         }
     }
 }
 
+/// Both variants are transparent: they show the error they hold, which
+/// has no cause of its own.
 impl std::error::Error for DetachError {}
 
 /// So that `?` works on `detach` in functions returning [`Error`].

@@ -186,6 +186,9 @@ pub enum Op {
     /// (`new_parent` was in the subtree, or is a reference handle), the
     /// parcel goes to the top level.
     Transfer(usize, Option<usize>),
+    /// `Take(p)`: [`Talloc::take`] of a sized value (its children move to
+    /// its parent); skipped for slices, strings and reference handles.
+    Take(usize),
 }
 
 /// What [`Op::apply`] did when it did not fail.
@@ -257,7 +260,7 @@ impl Op {
             Op::Free(x) | Op::FreeChildren(x) | Op::ClearDestructor(x) | Op::SetNameConst(x) => x,
             Op::Steal(_, x) | Op::Reparent(_, _, x) | Op::Reference(_, x) | Op::Unlink(_, x) => x,
             Op::SetDestructor(x, _) | Op::SetName(x, _) | Op::Resize(x, _) => x,
-            Op::SetMemlimit(x, _) | Op::Transfer(x, _) => x,
+            Op::SetMemlimit(x, _) | Op::Transfer(x, _) | Op::Take(x) => x,
         };
         let Some(p) = handles.pick(*object) else {
             return Ok(Applied::Skipped);
@@ -320,6 +323,7 @@ impl Op {
                 push_subtree(heap, root?, &mut handles.issued);
                 Some(Ok(()))
             }
+            Op::Take(_) => typed!(@ heap, p, p => heap.take(p).map(drop); u64, Rc<u64>, (), Pool),
             _ => unreachable!("handled above"),
         };
         ran.map_or(Ok(Applied::Skipped), done)
@@ -443,6 +447,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => (o(), 0..48usize).prop_map(|(x, len)| Op::Resize(x, len)),
         1 => (o(), prop_oneof![Just(0usize), 0..400usize]).prop_map(|(x, max)| Op::SetMemlimit(x, max)),
         2 => (o(), p()).prop_map(|(x, to)| Op::Transfer(x, to)),
+        2 => o().prop_map(Op::Take),
     ]
 }
 

@@ -44,7 +44,12 @@ fn every_call_fails(heap: &mut Talloc, v: Ptr<u32>, b: Ptr<[u8]>, s: Ptr<str>, w
     let w = Err(want.clone());
     macro_rules! fails {
         ($e:expr) => {
-            assert_eq!(($e).map(|_| ()), w, "{}", stringify!($e));
+            assert_eq!(
+                ($e).map(|_| ()).map_err(Error::from),
+                w,
+                "{}",
+                stringify!($e)
+            );
         };
     }
     // Access.

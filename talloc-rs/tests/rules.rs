@@ -1,7 +1,7 @@
-//! The talloc rules T1-T21 (`shared/reference/c-talloc-tevent.md`, section 2,
-//! with the corrections of section 7), one or a few tests per rule, named
+//! The talloc rules T1-T21 (stated in the book chapter `docs/src/rules.md`,
+//! which also lists these tests), one or a few tests per rule, named
 //! after it. Most cases come from the C test suite (`lib/talloc/testsuite.c`,
-//! the tests marked [O] in section 5.1). Where this port deliberately differs
+//! its ownership and lifetime tests). Where this port deliberately differs
 //! from C, the test checks the port's documented behaviour and says in a
 //! one-line comment how C differs.
 //!
@@ -114,7 +114,7 @@ fn t01_steal_inserts_at_head() -> R {
 
 #[test]
 fn t01_steal_to_current_parent_moves_to_head() -> R {
-    // Section 7, correction 2: C does the same (it is not a no-op).
+    // C does the same: it is not a no-op (docs/src/rules.md, T1).
     let mut heap = Talloc::new();
     let p = heap.new_context(None)?;
     let a = heap.strdup(p, "a")?;
@@ -497,7 +497,7 @@ fn t04_refusing_great_grandchild_is_asked_once_per_level() -> R {
 
 #[test]
 fn t04_grandparent_rule_even_when_freed_object_is_not_the_newest_child() -> R {
-    // Section 7, correction 1: C sends the survivor to the top level here.
+    // C sends the survivor to the top level here (docs/src/rules.md, T4).
     let mut heap = Talloc::new();
     let log = new_log();
     let top = heap.new_context(None)?;
@@ -832,7 +832,7 @@ fn t05_free_of_a_top_level_object_with_one_reference_hands_it_over() -> R {
 
 #[test]
 fn t05_free_of_a_top_level_object_with_one_ownerless_reference_drops_it() -> R {
-    // Section 7, correction 3 (C behaves the same): only the reference goes.
+    // C behaves the same (docs/src/rules.md, T5): only the reference goes.
     let mut heap = Talloc::new();
     let p = heap.strdup(None, "p")?;
     heap.increase_ref_count(p)?;
@@ -1561,7 +1561,10 @@ fn t13_use_after_free_is_a_stale_error() -> R {
     assert_eq!(heap.name(kid), Err(Error::Stale));
     assert_eq!(heap.parent(kid), Err(Error::Stale));
     assert_eq!(heap.steal(None, kid), Err(Error::Stale));
-    assert_eq!(heap.alloc(kid, 1u8).map(|_| ()), Err(Error::Stale));
+    assert_eq!(
+        heap.alloc(kid, 1u8).map(|_| ()).map_err(Error::from),
+        Err(Error::Stale)
+    );
     assert!(!heap.contains(kid));
     ok(&heap);
     Ok(())
@@ -1596,7 +1599,10 @@ fn t13_handle_from_another_heap_is_detected() -> R {
     assert_eq!(b.free(pa), Err(Error::ForeignHeap));
     assert_eq!(b.steal(pb, pa), Err(Error::ForeignHeap));
     assert_eq!(b.steal(pa, pb), Err(Error::ForeignHeap));
-    assert_eq!(b.alloc(pa, 0u8).map(|_| ()), Err(Error::ForeignHeap));
+    assert_eq!(
+        b.alloc(pa, 0u8).map(|_| ()).map_err(Error::from),
+        Err(Error::ForeignHeap)
+    );
     ok(&a);
     ok(&b);
     assert_eq!(a[pa], 1);
@@ -1781,7 +1787,7 @@ fn t15_realloc_child_links_survive_a_moving_realloc() -> R {
 
 #[test]
 fn t15_realloc_keeps_the_name() -> R {
-    // Section 7, correction 4: C renames the object to a source location.
+    // C renames the object to a source location (docs/src/rules.md, T15).
     let mut heap = Talloc::new();
     let p = heap.zeroed(None, 10)?;
     heap.set_name_const(p, "buffer")?;

@@ -141,9 +141,9 @@ impl fmt::Display for Error {
         match self {
             Error::Stale => f.write_str("the event was freed"),
             Error::ForeignContext => f.write_str("the handle belongs to another context"),
-            Error::Heap(e) => write!(f, "heap error: {e}"),
+            Error::Heap(e) => e.fmt(f),
             Error::Nested => f.write_str("nested loop_once refused"),
-            Error::BadFd { fd, errno } => write!(f, "fd {fd} cannot be watched: {errno}"),
+            Error::BadFd { fd, .. } => write!(f, "fd {fd} cannot be watched"),
             Error::InvalidSignal(n) => write!(f, "signal {n} cannot be handled"),
             Error::TooManySignalContexts => {
                 f.write_str("too many contexts with signal handlers in this process")
@@ -157,16 +157,18 @@ impl fmt::Display for Error {
             Error::WrapperRefused => f.write_str("the wrapper refused to be used"),
             Error::AlreadyProfiled => f.write_str("the request already has a profile"),
             Error::TooManyEvents => f.write_str("the context has no room for another event"),
-            Error::Os(e) => write!(f, "system call failed: {e}"),
+            Error::Os(e) => e.fmt(f),
         }
     }
 }
 
+/// `Heap` and `Os` are transparent: they show the error they hold (which
+/// has no cause of its own). `BadFd` names the fd and gives what the system
+/// said as its `source`.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Heap(e) => Some(e),
-            Error::Os(e) | Error::BadFd { errno: e, .. } => Some(e),
+            Error::BadFd { errno, .. } => Some(errno),
             _ => None,
         }
     }
@@ -179,6 +181,14 @@ impl From<talloc::Error> for Error {
             talloc::Error::ForeignHeap => Error::ForeignContext,
             e => Error::Heap(e),
         }
+    }
+}
+
+/// So that `?` works on `alloc` in functions returning [`Error`] (the
+/// value is dropped).
+impl<T> From<talloc::AllocError<T>> for Error {
+    fn from(e: talloc::AllocError<T>) -> Error {
+        e.error.into()
     }
 }
 
@@ -276,7 +286,7 @@ impl<F> fmt::Debug for AddFdError<F> {
 
 impl<F> fmt::Display for AddFdError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.error, f)
+        f.write_str("cannot add the fd event")
     }
 }
 

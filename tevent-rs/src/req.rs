@@ -67,7 +67,7 @@ impl ReqState {
 /// ```
 /// use tevent::ReqError;
 /// let e: ReqError<&str> = ReqError::Failed("disk full");
-/// assert_eq!(e.to_string(), "request failed: disk full");
+/// assert_eq!(e.to_string(), "disk full"); // the request's own error, as it is
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReqError<E> {
@@ -88,17 +88,26 @@ pub enum ReqError<E> {
 impl<E: fmt::Display> fmt::Display for ReqError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReqError::Failed(e) => write!(f, "request failed: {e}"),
+            ReqError::Failed(e) => e.fmt(f),
             ReqError::TimedOut => f.write_str("request timed out"),
             ReqError::NoMemory => f.write_str("request ran out of memory"),
             ReqError::InProgress => f.write_str("request still in progress"),
             ReqError::Received => f.write_str("request result already received"),
-            ReqError::Gone(e) => write!(f, "request gone: {e}"),
+            ReqError::Gone(_) => f.write_str("the request is gone"),
         }
     }
 }
 
-impl<E: fmt::Debug + fmt::Display> std::error::Error for ReqError<E> {}
+/// `Failed` shows the request's own error (it is the request's result, not
+/// a cause of ours); `Gone` gives the handle error as its `source`.
+impl<E: fmt::Debug + fmt::Display> std::error::Error for ReqError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReqError::Gone(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// A handle to a request whose state is an `S` and whose error is an `E`.
 ///
@@ -757,6 +766,13 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn req_received<S: 'static, E: 'static>(&mut self, req: Req<S, E>) -> Result<(), Error> {
+        self.mark_received(req)?;
+        let _ = self.heap.free(req.state);
+        Ok(())
+    }
+
+    /// [`req_received`](Context::req_received) but for freeing the state.
+    fn mark_received<S: 'static, E: 'static>(&mut self, req: Req<S, E>) -> Result<(), Error> {
         let n = self.req_node(req)?;
         n.status = Status::Received;
         n.callback = None;
@@ -770,7 +786,6 @@ impl Context {
             let _ = self.heap.free(p);
         }
         cleanup(&mut self.heap, req, ReqState::Received);
-        let _ = self.heap.free(req.state);
         Ok(())
     }
 
@@ -824,9 +839,16 @@ impl Context {
     }
 
     /// The result of a finished request, taken (C's `_recv` pattern, as
-    /// `tevent_req_simple_recv`): `Ok` if it is done, else why not. A
-    /// finished request is marked received (see
-    /// [`req_received`](Context::req_received)); read the state before.
+    /// `tevent_req_simple_recv`): the request's state if it is done, else
+    /// why not. A finished request is marked received (see
+    /// [`req_received`](Context::req_received)): its cleanup function runs
+    /// with `Received` first, then the state's children are freed (C frees
+    /// them with the state) and the state moves out of the heap to the
+    /// caller. On an error the state is freed, as in C.
+    ///
+    /// A request whose state or a child of it refuses to go (a destructor)
+    /// reads [`ReqError::Gone`] with the heap's error; the refusing objects
+    /// stay, as after a refused free.
     ///
     /// ```
     /// use tevent::ReqError;
@@ -835,27 +857,32 @@ impl Context {
     /// assert_eq!(ev.req_recv(req), Err(ReqError::InProgress));
     /// ev.heap_mut()[req.state()] = 7;
     /// ev.req_done(req)?;
-    /// let answer = ev.heap()[req.state()];         // read the state first...
-    /// assert_eq!(ev.req_recv(req), Ok(()));         // ...receiving frees it
-    /// assert_eq!(answer, 7);
+    /// assert_eq!(ev.req_recv(req), Ok(7));         // the state, moved out
+    /// assert!(!ev.heap().contains(req.state()));
     /// assert_eq!(ev.req_recv(req), Err(ReqError::Received));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn req_recv<S: 'static, E: 'static>(&mut self, req: Req<S, E>) -> Result<(), ReqError<E>> {
+    pub fn req_recv<S: 'static, E: 'static>(&mut self, req: Req<S, E>) -> Result<S, ReqError<E>> {
         let n = self.req_node(req).map_err(ReqError::Gone)?;
-        let r = match std::mem::replace(&mut n.status, Status::Received) {
-            Status::Done => Ok(()),
-            Status::Failed(e) => Err(ReqError::Failed(e)),
-            Status::TimedOut => Err(ReqError::TimedOut),
-            Status::NoMemory => Err(ReqError::NoMemory),
+        let failed = match std::mem::replace(&mut n.status, Status::Received) {
+            Status::Done => None,
+            Status::Failed(e) => Some(ReqError::Failed(e)),
+            Status::TimedOut => Some(ReqError::TimedOut),
+            Status::NoMemory => Some(ReqError::NoMemory),
             Status::InProgress => {
                 n.status = Status::InProgress;
                 return Err(ReqError::InProgress);
             }
             Status::Received => return Err(ReqError::Received),
         };
-        let _ = self.req_received(req);
-        r
+        if let Some(e) = failed {
+            let _ = self.req_received(req);
+            return Err(e);
+        }
+        let _ = self.mark_received(req);
+        let gone = |e: talloc::Error| ReqError::Gone(e.into());
+        self.heap.free_children(req.state).map_err(gone)?;
+        self.heap.take(req.state).map_err(gone)
     }
 
     /// A request that finishes at `when` (`tevent_wakeup_send`); receive it

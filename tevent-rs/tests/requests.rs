@@ -185,8 +185,7 @@ fn subrequests(b: &str) {
     }
     let req = outer_send(&mut ev, Duration::from_millis(2));
     ev.req_poll(req).unwrap();
-    assert_eq!(ev.heap()[req.state()], 42);
-    assert_eq!(ev.req_recv(req), Ok(()));
+    assert_eq!(ev.req_recv(req), Ok(42));
 
     let req = outer_send(&mut ev, Duration::from_secs(3600));
     assert!(ev.has_events());
@@ -376,7 +375,52 @@ fn print(b: &str) {
     assert_eq!(ev.req_print(req), Err(Error::Stale));
 }
 
+/// `req_recv` hands the state back, moved out of the heap, after the
+/// cleanup function has seen it; the state's children are freed with it.
+/// A state whose destructor refuses reads `Gone` and stays.
+fn recv_returns_the_state(b: &str) {
+    let mut ev = ctx(b);
+    let req: Req<String, ()> = ev.req_create(None, String::from("answer")).unwrap();
+    let part = ev
+        .heap_mut()
+        .strdup(req.state(), "part of the state")
+        .unwrap();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    ev.req_set_cleanup_fn(req, move |heap, req, state| {
+        s.borrow_mut().push((state, heap.get(req.state()).cloned()));
+    })
+    .unwrap();
+    ev.req_done(req).unwrap();
+    assert_eq!(ev.req_recv(req), Ok(String::from("answer")));
+    assert!(!ev.heap().contains(req.state()) && !ev.heap().contains(part));
+    let after = seen.borrow().clone();
+    assert_eq!(
+        after,
+        [
+            (ReqState::Done, Ok("answer".to_string())),
+            (ReqState::Received, Ok("answer".to_string()))
+        ]
+    );
+    assert_eq!(ev.req_state(req).unwrap(), ReqState::Received);
+    assert_eq!(ev.req_recv(req), Err(ReqError::Received));
+    ev.free(req.erase()).unwrap();
+    assert_eq!(ev.heap().live_objects(), 0);
+
+    let req: Req<u8, ()> = ev.req_create(None, 1).unwrap();
+    ev.heap_mut()
+        .set_destructor(req.state(), |_, _| Err(talloc::Refused))
+        .unwrap();
+    ev.req_done(req).unwrap();
+    assert_eq!(
+        ev.req_recv(req),
+        Err(ReqError::Gone(Error::Heap(talloc::Error::Refused)))
+    );
+    assert_eq!(ev.heap()[req.state()], 1);
+}
+
 both!(
+    recv_returns_the_state,
     profiles_follow_subrequests,
     print,
     create,

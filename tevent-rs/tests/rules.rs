@@ -1,4 +1,4 @@
-//! tevent's rules E1 to E9 (reference section 4), one or more tests each,
+//! tevent's rules E1 to E9 (book chapter `docs/src/rules.md`), one or more tests each,
 //! on both backends. Signal parts are in `signals.rs`.
 
 mod common;

@@ -56,14 +56,16 @@ impl<T: ?Sized> fmt::Debug for SendError<T> {
 impl<T: ?Sized> fmt::Display for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SendError::Handle(e) => write!(f, "cannot send: {e}"),
-            SendError::Refused(e) => write!(f, "transfer refused: {e}"),
+            SendError::Handle(e) => e.fmt(f),
+            SendError::Refused(e) => e.fmt(f),
             SendError::ImmediateScheduled => f.write_str("the immediate is already scheduled"),
             SendError::Gone { .. } => f.write_str("the destination loop is gone"),
         }
     }
 }
 
+/// `Handle` and `Refused` are transparent: they show the error they hold,
+/// which has no cause of its own.
 impl<T: ?Sized> std::error::Error for SendError<T> {}
 
 /// The destination loop is gone; the closure comes back, not run.

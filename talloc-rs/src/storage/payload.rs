@@ -11,14 +11,18 @@ impl Slots {
     /// Stores `value` in a new unlinked node and returns its slot. With
     /// `pool`, a value that does not fit inline is carved from that region if
     /// it fits there.
+    /// On an error the value comes back, untouched.
     pub(crate) fn insert<T: 'static>(
         &mut self,
         value: T,
         flags: u32,
         pool: Option<u32>,
-    ) -> Result<u32, StoreError> {
+    ) -> Result<u32, (StoreError, T)> {
         let desc = <T as Object>::desc();
-        let data = self.reserve(desc, 1, pool, flags)?;
+        let data = match self.reserve(desc, 1, pool, flags) {
+            Ok(data) => data,
+            Err(e) => return Err((e, value)),
+        };
         // SAFETY: `reserve` returned room for one `T` in the node's storage.
         unsafe { data.1.cast::<T>().write(value) };
         self.node_mut(data.0).len = 1;

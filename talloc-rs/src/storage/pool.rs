@@ -133,23 +133,20 @@ impl Slots {
     }
 
     /// Stores `value` as the body of a pooled object: carved first from a new
-    /// region of `extra` more bytes, the node being the pool itself.
+    /// region of `extra` more bytes, the node being the pool itself. On an
+    /// error the value comes back, untouched.
     pub(crate) fn insert_pooled<T: 'static>(
         &mut self,
         value: T,
         flags: u32,
         extra: usize,
-    ) -> Result<u32, StoreError> {
-        self.vacancy()?;
+    ) -> Result<u32, (StoreError, T)> {
+        let region = match self.pooled_region::<T>(extra) {
+            Ok(region) => region,
+            Err(e) => return Err((e, value)),
+        };
         let desc = <T as Object>::desc();
-        let lay = layout(desc, 1)?;
-        let size = align_up(lay.size(), 16)
-            .checked_add(extra)
-            .ok_or(StoreError::TooLarge)?;
-        if lay.align() > REGION_ALIGN {
-            return Err(StoreError::TooLarge);
-        }
-        let region = self.new_region(size)?;
+        let lay = layout(desc, 1).expect("checked by pooled_region");
         let (off, _) = self.carve(region, lay).expect("region sized for the body");
         let r = self.regions[region as usize].as_mut().expect("live region");
         r.base = r.end;
@@ -168,6 +165,20 @@ impl Slots {
             cap: lay.size() as u32,
         };
         Ok(slot)
+    }
+
+    /// A new region for a pooled object holding a `T` and `extra` more
+    /// bytes.
+    fn pooled_region<T: 'static>(&mut self, extra: usize) -> Result<u32, StoreError> {
+        self.vacancy()?;
+        let lay = layout(<T as Object>::desc(), 1)?;
+        let size = align_up(lay.size(), 16)
+            .checked_add(extra)
+            .ok_or(StoreError::TooLarge)?;
+        if lay.align() > REGION_ALIGN {
+            return Err(StoreError::TooLarge);
+        }
+        self.new_region(size)
     }
 
     /// Bytes of a region: (size, used).

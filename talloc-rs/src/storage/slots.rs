@@ -76,6 +76,59 @@ impl Slots {
         Ok(unsafe { self.value_mut::<T>(slot) })
     }
 
+    /// The values several typed handles name, mutably and at once. Two
+    /// handles naming the same object are [`Error::Aliased`].
+    pub(crate) fn values_of_mut<T: Object + ?Sized, const N: usize>(
+        &mut self,
+        keys: [Key; N],
+    ) -> Result<[&mut T; N], Error> {
+        let mut slots = [0u32; N];
+        for i in 0..N {
+            slots[i] = self.lookup(keys[i])?;
+            debug_assert!(
+                self.holds::<T>(slots[i]),
+                "a Ptr<T> names a T (invariant 2)"
+            );
+            if slots[..i].contains(&slots[i]) {
+                return Err(Error::Aliased);
+            }
+        }
+        let nodes = self.nodes.as_mut_ptr();
+        // SAFETY: every slot is live and holds a `T` (checked above, and
+        // invariant 2); the slots are pairwise distinct, so the nodes are
+        // distinct elements of the array and their values distinct storage
+        // (an inline value is inside its node, an out-of-line one has its own
+        // allocation or pool range). The pointer comes from `&mut self`, so
+        // the references are unique for as long as they live.
+        Ok(std::array::from_fn(|i| unsafe {
+            let n = &mut *nodes.add(slots[i] as usize);
+            let len = n.len;
+            &mut *T::from_raw(n.data_mut(), len)
+        }))
+    }
+
+    /// Moves the value out of a live, unlinked node that holds a `T` and
+    /// makes the slot vacant: its storage is given back, the value is not
+    /// dropped but returned.
+    pub(crate) fn remove<T: 'static>(&mut self, slot: u32) -> T {
+        assert!(
+            self.holds::<T>(slot),
+            "remove: the node holds a {}",
+            std::any::type_name::<T>()
+        );
+        let n = self.node_mut(slot);
+        debug_assert!(n.is_live() && n.len == 1);
+        // SAFETY: the node is live and holds one `T` (checked above;
+        // invariant 1), at an address aligned for it. Its length goes to 0
+        // before `release`, so the value is not dropped there: the returned
+        // copy is its one owner (a Rust move).
+        let value = unsafe { n.data_mut().cast::<T>().read() };
+        n.len = 0;
+        let no_panic = self.release(slot);
+        debug_assert!(no_panic.is_none(), "nothing is dropped");
+        value
+    }
+
     /// Whether a live node's stored type is `T`.
     pub(crate) fn holds<T: Object + ?Sized>(&self, slot: u32) -> bool {
         (self.node(slot).desc.type_id)() == TypeId::of::<T>()

@@ -60,7 +60,7 @@ fn a_full_heap_is_an_error_that_changes_nothing() {
     let root = heap.new_context(None).unwrap();
     let pool = heap.pool(root, 1024).unwrap();
     heap.slots.set_capacity(2);
-    assert_eq!(heap.alloc(root, 1u8), Err(Error::HeapFull));
+    assert_eq!(heap.alloc(root, 1u8).unwrap_err(), Error::HeapFull);
     assert_eq!(heap.zeroed(pool, 8), Err(Error::HeapFull));
     assert_eq!(heap.strdup(None, "x"), Err(Error::HeapFull));
     assert_eq!(heap.new_context(None), Err(Error::HeapFull));
@@ -98,6 +98,6 @@ fn a_slot_whose_generation_runs_out_is_retired() {
     assert_eq!(s.lookup(key), Err(Error::Stale));
     s.set_capacity(1);
     assert_eq!(s.vacancies(), 0);
-    assert_eq!(s.insert(2u8, 0, None), Err(StoreError::Full));
+    assert_eq!(s.insert(2u8, 0, None), Err((StoreError::Full, 2u8)));
     assert_eq!(s.lookup(key), Err(Error::Stale));
 }
