@@ -60,6 +60,8 @@ pub mod book {
     pub mod property_testing {}
     #[doc = include_str!("../docs/src/porting.md")]
     pub mod porting {}
+    #[doc = include_str!("../docs/src/rules.md")]
+    pub mod rules {}
     #[doc = include_str!("../docs/src/performance.md")]
     pub mod performance {}
 }

@@ -2,8 +2,8 @@
 //!
 //! Random sequences of every heap operation (`talloc::strategy::Op`) run
 //! against the heap and against a small, obviously-correct model that
-//! implements the rules of the `Talloc` doc comments (T1–T21 of the C
-//! reference, with the Rust port's documented choices). After every step the
+//! implements the rules of the `Talloc` doc comments (T1–T21 of the book's
+//! rules chapter, with the Rust port's documented choices). After every step the
 //! test checks `heap.verify()`, what the operation returned, the liveness of
 //! every handle ever issued, the parent, children (in order), size, name,
 //! destructor, reference count, pool membership, memory limit and value of

@@ -49,8 +49,8 @@
 //! - errors: [`Error`], [`AddFdError`] (error.rs);
 //! - inside: the registry of callbacks (registry.rs, slab.rs).
 //!
-//! The rules of C tevent this follows are named E1 to E10 in the
-//! reference; the tests are named after them. Where this crate differs
+//! The rules of C tevent this follows are named E1 to E13 in the book's
+//! rules chapter (`docs/src/rules.md`); the tests are named after them. Where this crate differs
 //! from tevent 0.14 on purpose:
 //!
 //! - a nested `loop_once` is refused with [`Error::Nested`] and the context

@@ -1,5 +1,5 @@
-//! tevent's rules E1 to E9 (book chapter `docs/src/rules.md`), one or more tests each,
-//! on both backends. Signal parts are in `signals.rs`.
+//! tevent's rules E1 to E9 (stated in the book chapter `docs/src/rules.md`),
+//! one or more tests each, on both backends. Signal parts are in `signals.rs`.
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! The behaviours of C tevent's torture suite (`testsuite.c`, reference
-//! section 5.2) and of its Python binding tests, rewritten, on both
+//! The behaviours of C tevent's torture suite (`testsuite.c`, its
+//! event and loop tests) and of its Python binding tests, rewritten, on both
 //! backends. The signal cases (`context`, `free_wrapper`) are in
 //! `signals.rs`; the thread cases are in `remote.rs`.
 
