@@ -1,12 +1,12 @@
-//! The talloc workloads of `shared/bench-c/WORKLOADS.md`, run on talloc-rs.
+//! The talloc workloads of `bench/README.md`, run on talloc-rs.
 //!
 //! ```text
 //! cargo run --release -p talloc-rs --example talloc_workloads [-- WORKLOAD|all [SIZE]]
 //! cargo run --release -p talloc-rs --example talloc_workloads -- --list
 //! ```
 //!
-//! The output has the C program's format (`talloc_tevent_bench.c`), so the two
-//! can be set side by side (`shared/bench-c/compare.sh`): a data line
+//! The output has the C program's format (`bench/c/bench.c`), so the two
+//! can be set side by side (`bench/compare.sh`): a data line
 //! `name <TAB> ops <TAB> median_ns_per_op <TAB> min_ns_per_op` per workload,
 //! comment lines starting with `#`.
 //!
@@ -65,7 +65,7 @@ fn timed<T>(f: impl FnOnce() -> Res<T>) -> Res<(T, u64)> {
 }
 
 // ---------------------------------------------------------------------------
-// The workloads (one function each; names and sizes as in WORKLOADS.md)
+// The workloads (one function each; names and sizes as in bench/README.md)
 // ---------------------------------------------------------------------------
 
 /// N children of 32 bytes under one context, then free the context.

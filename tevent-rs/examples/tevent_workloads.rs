@@ -1,4 +1,4 @@
-//! The tevent workloads of `shared/bench-c/WORKLOADS.md`, on tevent-rs, in
+//! The tevent workloads of `bench/README.md`, on tevent-rs, in
 //! the C program's output format.
 //!
 //! ```text

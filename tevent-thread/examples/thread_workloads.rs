@@ -1,4 +1,4 @@
-//! The cross-thread workloads of `shared/bench-c/WORKLOADS.md`, on
+//! The cross-thread workloads of `bench/README.md`, on
 //! tevent-thread, in the C program's output format.
 //!
 //! ```text
