@@ -62,6 +62,8 @@ pub mod book {
     pub mod porting {}
     #[doc = include_str!("../docs/src/rules.md")]
     pub mod rules {}
+    #[doc = include_str!("../docs/src/design.md")]
+    pub mod design {}
     #[doc = include_str!("../docs/src/performance.md")]
     pub mod performance {}
 }

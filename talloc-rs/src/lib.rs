@@ -35,6 +35,8 @@
 //! - the invariant checker for property tests: [`Talloc::verify`];
 //! - subtrees that move between heaps: [`Parcel`].
 #![deny(missing_docs, missing_debug_implementations)]
+// docs.rs (see Cargo.toml) marks `strategy` as needing the `proptest` feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod free;
@@ -51,6 +53,7 @@ mod tree;
 mod verify;
 
 #[cfg(feature = "proptest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "proptest")))]
 pub mod strategy;
 
 pub use error::{AllocError, Error};

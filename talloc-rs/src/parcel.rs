@@ -227,7 +227,7 @@ impl<T: ?Sized> std::error::Error for AttachError<T> {
 /// let mut heap = Talloc::new();
 /// let local = heap.alloc_local(None, std::rc::Rc::new(1))?;
 /// match heap.detach(local) {
-///     Err(DetachError::Refused(e)) => assert_eq!(e.rule, TransferRule::NotSend),
+///     Err(DetachError::Transfer(e)) => assert_eq!(e.rule, TransferRule::NotSend),
 ///     other => panic!("{other:?}"),
 /// }
 /// heap.free(local)?;
@@ -239,14 +239,14 @@ pub enum DetachError {
     /// The handle is no good (stale, foreign).
     Handle(Error),
     /// A transfer rule refused an object of the subtree.
-    Refused(TransferError),
+    Transfer(TransferError),
 }
 
 impl fmt::Display for DetachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DetachError::Handle(e) => e.fmt(f),
-            DetachError::Refused(e) => e.fmt(f),
+            DetachError::Transfer(e) => e.fmt(f),
         }
     }
 }
@@ -260,7 +260,7 @@ impl From<DetachError> for Error {
     fn from(e: DetachError) -> Error {
         match e {
             DetachError::Handle(e) => e,
-            DetachError::Refused(t) => Error::Transfer(t),
+            DetachError::Transfer(t) => Error::Transfer(t),
         }
     }
 }
@@ -354,7 +354,7 @@ impl Talloc {
     /// let msg = heap.strdup(None, "m")?;
     /// heap.set_destructor(msg, |_, _| Ok(()))?;
     /// match heap.detach(msg) {
-    ///     Err(DetachError::Refused(e)) => assert_eq!(e.rule, TransferRule::Destructor),
+    ///     Err(DetachError::Transfer(e)) => assert_eq!(e.rule, TransferRule::Destructor),
     ///     other => panic!("{other:?}"),
     /// }
     /// assert_eq!(&heap[msg], "m"); // untouched
@@ -363,7 +363,7 @@ impl Talloc {
     pub fn detach<T: ?Sized>(&mut self, p: Ptr<T>) -> Result<Parcel<T>, DetachError> {
         let root = self.slot(p.key)?;
         if let Some(e) = self.check_transfer(p.erase())? {
-            return Err(DetachError::Refused(e));
+            return Err(DetachError::Transfer(e));
         }
         // Number the subtree in pre-order.
         let mut order = Vec::new();

@@ -2301,7 +2301,7 @@ fn t20_refused_transfer_leaves_the_subtree_untouched() -> R {
     let local = heap.alloc_local(kid, Rc::new(5))?;
     let blocks = heap.total_blocks(top)?;
     match heap.detach(msg) {
-        Err(DetachError::Refused(e)) => {
+        Err(DetachError::Transfer(e)) => {
             assert_eq!((e.object, e.rule), (local.erase(), TransferRule::NotSend));
         }
         other => panic!("{other:?}"),
@@ -2312,7 +2312,7 @@ fn t20_refused_transfer_leaves_the_subtree_untouched() -> R {
     heap.free(local)?;
     heap.set_destructor(kid, |_, _| Ok(()))?;
     match heap.detach(msg) {
-        Err(DetachError::Refused(e)) => assert_eq!(e.rule, TransferRule::Destructor),
+        Err(DetachError::Transfer(e)) => assert_eq!(e.rule, TransferRule::Destructor),
         other => panic!("{other:?}"),
     }
     ok(&heap);
@@ -2320,14 +2320,14 @@ fn t20_refused_transfer_leaves_the_subtree_untouched() -> R {
     let outside = heap.new_context(None)?;
     heap.reference(outside, kid)?;
     match heap.detach(msg) {
-        Err(DetachError::Refused(e)) => assert_eq!(e.rule, TransferRule::OutsideReference),
+        Err(DetachError::Transfer(e)) => assert_eq!(e.rule, TransferRule::OutsideReference),
         other => panic!("{other:?}"),
     }
     ok(&heap);
     let pool = heap.pool(None, 1024)?;
     let pooled = heap.strdup(pool, "pooled")?;
     match heap.detach(pooled) {
-        Err(DetachError::Refused(e)) => assert_eq!(e.rule, TransferRule::InPool),
+        Err(DetachError::Transfer(e)) => assert_eq!(e.rule, TransferRule::InPool),
         other => panic!("{other:?}"),
     }
     ok(&heap);

@@ -96,7 +96,11 @@ impl Context {
             trace::point(&self.reg, TracePoint::AfterLoopOnce);
         }
         drop(nesting);
-        r.map_err(|e| *e)
+        r.map_err(|e| *e)?;
+        match self.next_failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Runs `loop_once` while any event is registered
@@ -320,8 +324,12 @@ impl Context {
             if traced && r.is_ok() {
                 self.trace_event(TracedEvent::Timer(handle), EventTrace::AfterHandler);
             }
-            // E8: a timer is freed once it fired (unless its callback did).
-            let _ = self.heap.free(handle.erase());
+            // E8: a timer is freed once it fired (unless its callback did),
+            // unless it is a repeating timer that asked to fire again.
+            let again = matches!(r, Ok(Some(at)) if self.rearm_timer(handle, at));
+            if !again {
+                let _ = self.heap.free(handle.erase());
+            }
         }
         if let Err(p) = r {
             resume_unwind(p);

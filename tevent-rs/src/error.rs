@@ -90,7 +90,7 @@ pub enum Error {
     /// The handle's event was freed (directly or with an ancestor).
     Stale,
     /// The handle belongs to another context.
-    ForeignContext,
+    ForeignHeap,
     /// A heap operation failed (a stale parent, a memory limit...).
     Heap(talloc::Error),
     /// `loop_once` was called from inside a callback of the same context
@@ -134,13 +134,16 @@ pub enum Error {
     TooManyEvents,
     /// A system call of the backend failed.
     Os(OsError),
+    /// A callback returned an error (and no error hook handled it); the
+    /// loop is still usable.
+    Callback(crate::CallbackFailure),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Stale => f.write_str("the event was freed"),
-            Error::ForeignContext => f.write_str("the handle belongs to another context"),
+            Error::ForeignHeap => f.write_str("the handle belongs to another context"),
             Error::Heap(e) => e.fmt(f),
             Error::Nested => f.write_str("nested loop_once refused"),
             Error::BadFd { fd, .. } => write!(f, "fd {fd} cannot be watched"),
@@ -158,17 +161,19 @@ impl fmt::Display for Error {
             Error::AlreadyProfiled => f.write_str("the request already has a profile"),
             Error::TooManyEvents => f.write_str("the context has no room for another event"),
             Error::Os(e) => e.fmt(f),
+            Error::Callback(e) => e.fmt(f),
         }
     }
 }
 
-/// `Heap` and `Os` are transparent: they show the error they hold (which
-/// has no cause of its own). `BadFd` names the fd and gives what the system
-/// said as its `source`.
+/// `Heap`, `Os` and `Callback` are transparent: they show the error they
+/// hold, and its cause is theirs (a callback's own error). `BadFd` names the
+/// fd and gives what the system said as its `source`.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::BadFd { errno, .. } => Some(errno),
+            Error::Callback(e) => std::error::Error::source(e),
             _ => None,
         }
     }
@@ -178,7 +183,7 @@ impl From<talloc::Error> for Error {
     fn from(e: talloc::Error) -> Error {
         match e {
             talloc::Error::Stale => Error::Stale,
-            talloc::Error::ForeignHeap => Error::ForeignContext,
+            talloc::Error::ForeignHeap => Error::ForeignHeap,
             e => Error::Heap(e),
         }
     }
@@ -230,7 +235,7 @@ impl<F> AddFdError<F> {
     /// let mut other = Context::new()?;
     /// let foreign = other.heap_mut().new_context(None)?;
     /// let err = ev.add_fd(foreign, b, FdFlags::READ, |_, _, _| {}).unwrap_err();
-    /// assert_eq!(err.error(), &Error::ForeignContext);
+    /// assert_eq!(err.error(), &Error::ForeignHeap);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn error(&self) -> &Error {

@@ -17,6 +17,7 @@ use std::rc::Rc;
 use talloc::{AnyPtr, IntoParent, Ptr, Talloc};
 
 use crate::backend::FdEntry;
+use crate::callback::HandlerResult;
 use crate::registry::Registry;
 use crate::slab::Id;
 use crate::trace::{self, EventTrace, TracedEvent};
@@ -181,7 +182,7 @@ impl Context {
     /// assert!(fired.get());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn add_fd<F, C>(
+    pub fn add_fd<F, C, R>(
         &mut self,
         parent: impl IntoParent,
         io: F,
@@ -190,7 +191,8 @@ impl Context {
     ) -> Result<FdEvent<F>, AddFdError<F>>
     where
         F: AsFd + 'static,
-        C: FnMut(&mut Context, FdEvent<F>, FdFlags) + 'static,
+        C: FnMut(&mut Context, FdEvent<F>, FdFlags) -> R + 'static,
+        R: HandlerResult,
     {
         let raw = io.as_fd().as_raw_fd();
         if let Err(errno) = nix::fcntl::fcntl(raw, nix::fcntl::FcntlArg::F_GETFD) {
@@ -244,7 +246,10 @@ impl Context {
         if let Ok(n) = self.heap_mut().get_mut(ptr) {
             n.io = Some(io);
         }
-        let handler: crate::backend::FdCallback = Box::new(move |ev, flags| cb(ev, fde, flags));
+        let handler: crate::backend::FdCallback = Box::new(move |ev, flags| {
+            let r = cb(ev, fde, flags);
+            ev.handled(r)
+        });
         {
             let mut reg = self.reg.borrow_mut();
             if let Some(e) = reg.fds.slab.get_mut(id) {
@@ -374,6 +379,47 @@ impl Context {
     /// ```
     pub fn fd_io<F: AsFd + 'static>(&self, fde: FdEvent<F>) -> Result<&F, Error> {
         self.heap().get(fde.ptr)?.io.as_ref().ok_or(Error::Stale)
+    }
+
+    /// The event's I/O object, mutably: for types that read or write through
+    /// `&mut self` (a `BufReader`, a TLS stream, a codec wrapper of your
+    /// own that implements `AsFd`).
+    ///
+    /// The loop keeps watching the fd the event was added with: replacing
+    /// the object by one on another fd (with `std::mem::replace`, say) is a
+    /// logic error. Nothing unsafe follows, but readiness then refers to
+    /// the old fd; to change fds, free the event and add a new one.
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use std::os::fd::{AsFd, BorrowedFd};
+    /// use std::os::unix::net::UnixStream;
+    /// use tevent::FdFlags;
+    ///
+    /// /// A line reader the loop can watch.
+    /// struct Lines(BufReader<UnixStream>);
+    /// impl AsFd for Lines {
+    ///     fn as_fd(&self) -> BorrowedFd<'_> {
+    ///         self.0.get_ref().as_fd()
+    ///     }
+    /// }
+    ///
+    /// let mut ev = tevent::Context::new()?;
+    /// let (a, mut b) = UnixStream::pair()?;
+    /// b.write_all(b"hello\n")?;
+    /// let fde = ev.add_fd(None, Lines(BufReader::new(a)), FdFlags::READ, |ev, fde, _| {
+    ///     let mut line = String::new();
+    ///     ev.fd_io_mut(fde)?.0.read_line(&mut line)?;
+    ///     assert_eq!(line, "hello\n");
+    ///     ev.free(fde)?;
+    ///     Ok(())
+    /// })?;
+    /// ev.loop_once()?;
+    /// assert!(!ev.heap().contains(fde));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fd_io_mut<F: AsFd + 'static>(&mut self, fde: FdEvent<F>) -> Result<&mut F, Error> {
+        self.heap.get_mut(fde.ptr)?.io.as_mut().ok_or(Error::Stale)
     }
 
     /// The fd number the event watches.

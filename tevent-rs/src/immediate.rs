@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use talloc::{AnyPtr, IntoParent, Ptr};
 
+use crate::callback::HandlerResult;
 use crate::registry::Registry;
 use crate::slab::{Id, Linked, List, Slab, NIL};
 use crate::trace::{self, EventTrace, TracedEvent};
@@ -52,7 +53,7 @@ impl Immediate {
     /// ```
     /// # let mut ev = tevent::Context::new()?;
     /// let im = ev.create_immediate(None)?;
-    /// ev.schedule_immediate(im, |_, _| unreachable!())?;
+    /// ev.schedule_immediate(im, |_, _| -> () { unreachable!() })?;
     /// ev.heap_mut().free(im.erase())?;       // cancels it
     /// assert!(!ev.has_events());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -282,8 +283,45 @@ impl Immediates {
 }
 
 impl Context {
+    /// Creates an immediate under `parent` and schedules it with `handler`
+    /// in one call, as `add_timer` and `add_fd` do for theirs: C's
+    /// `tevent_create_immediate` followed by `tevent_schedule_immediate`.
+    /// The immediate stays after its handler ran (reschedule it, or free
+    /// it, or its parent).
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// let mut ev = tevent::Context::new()?;
+    /// let ran = Rc::new(Cell::new(0));
+    /// let r = ran.clone();
+    /// let im = ev.add_immediate(None, move |_, _| r.set(r.get() + 1))?;
+    /// ev.loop_once()?;
+    /// ev.reschedule_immediate(im)?;      // the same handler again
+    /// ev.loop_once()?;
+    /// assert_eq!(ran.get(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_immediate<C, R>(
+        &mut self,
+        parent: impl IntoParent,
+        handler: C,
+    ) -> Result<Immediate, Error>
+    where
+        C: FnMut(&mut Context, Immediate) -> R + 'static,
+        R: HandlerResult,
+    {
+        let im = self.create_immediate(parent)?;
+        if let Err(e) = self.schedule_immediate(im, handler) {
+            let _ = self.free(im);
+            return Err(e);
+        }
+        Ok(im)
+    }
+
     /// Creates an immediate, a child of `parent` in the heap, not yet
-    /// scheduled (`tevent_create_immediate`).
+    /// scheduled (`tevent_create_immediate`); see
+    /// [`add_immediate`](Context::add_immediate) to create and schedule at
+    /// once.
     ///
     /// ```
     /// let mut ev = tevent::Context::new()?;
@@ -330,15 +368,19 @@ impl Context {
     /// assert_eq!(*log.borrow(), ["b", "a"]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn schedule_immediate<C>(&mut self, im: Immediate, cb: C) -> Result<(), Error>
+    pub fn schedule_immediate<C, R>(&mut self, im: Immediate, mut cb: C) -> Result<(), Error>
     where
-        C: FnMut(&mut Context, Immediate) + 'static,
+        C: FnMut(&mut Context, Immediate) -> R + 'static,
+        R: HandlerResult,
     {
         let (old, was_queued) = {
             let mut reg = self.reg.borrow_mut();
             match reg.imms.slab.get_mut(im.id) {
                 Some(e) if e.node == Some(im.ptr) => {
-                    let old = e.handler.replace(Box::new(cb));
+                    let old = e.handler.replace(Box::new(move |ev, im| {
+                        let r = cb(ev, im);
+                        ev.handled(r)
+                    }));
                     let was_queued = e.queued || std::mem::take(&mut e.detach_owed);
                     reg.imms.push_back(im.id);
                     reg.wrappers.bind(im.erase());
@@ -398,7 +440,7 @@ impl Context {
     /// ```
     /// # let mut ev = tevent::Context::new()?;
     /// let im = ev.create_immediate(None)?;
-    /// ev.schedule_immediate(im, |_, _| unreachable!())?;
+    /// ev.schedule_immediate(im, |_, _| -> () { unreachable!() })?;
     /// ev.cancel_immediate(im)?;
     /// assert!(!ev.has_events());
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -5,7 +5,8 @@
 //! immediates and signal events are objects in that heap, each a child of
 //! the parent the caller names; freeing one, or any of its ancestors, takes
 //! it off the loop. Callbacks get `&mut Context`, so they reach the heap and
-//! may add, free and reschedule events, their own included.
+//! may add, free and reschedule events, their own included; a callback
+//! may return an error, with `?`, and it comes out of the loop.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -18,11 +19,12 @@
 //! let (sock, mut peer) = UnixStream::pair()?;
 //! ev.add_fd(conn, sock, FdFlags::READ, move |ev, fde, _flags| {
 //!     let mut buf = [0u8; 4];
-//!     ev.fd_io(fde).unwrap().read_exact(&mut buf).unwrap();
+//!     ev.fd_io(fde)?.read_exact(&mut buf)?;
 //!     assert_eq!(&buf, b"ping");
-//!     ev.heap_mut().free(conn).unwrap();               // the timeout goes too
+//!     ev.free(conn)?;                                  // the timeout goes too
+//!     Ok(())
 //! })?;
-//! ev.add_timer(conn, Duration::from_secs(5), |_, _, _| panic!("no ping"))?;
+//! ev.add_timer(conn, Duration::from_secs(5), |_, _, _| -> () { panic!("no ping") })?;
 //! peer.write_all(b"ping")?;
 //! ev.loop_wait()?;                                     // returns when nothing is left
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -46,12 +48,15 @@
 //! - trace hooks: [`TracePoint`], [`EventTrace`], [`TracedEvent`] (trace.rs);
 //! - wrappers, hooks around handlers: [`Wrapper`], [`WrapperHooks`],
 //!   [`Wrapped`] (wrapper.rs);
+//! - callbacks that fail, timers that repeat: [`HandlerResult`],
+//!   [`CallbackError`], [`Context::set_error_hook`], [`TimerAction`]
+//!   (callback.rs);
 //! - errors: [`Error`], [`AddFdError`] (error.rs);
 //! - inside: the registry of callbacks (registry.rs, slab.rs).
 //!
 //! The rules of C tevent this follows are named E1 to E13 in the book's
-//! rules chapter (`docs/src/rules.md`); the tests are named after them. Where this crate differs
-//! from tevent 0.14 on purpose:
+//! rules chapter (`docs/src/rules.md`); the tests are named after them.
+//! Where this crate differs from tevent 0.14 on purpose:
 //!
 //! - a nested `loop_once` is refused with [`Error::Nested`] and the context
 //!   stays usable (C aborts, or with its abort hook is left unusable);
@@ -118,6 +123,7 @@ macro_rules! handle_traits {
 pub(crate) use handle_traits;
 
 mod backend;
+mod callback;
 mod context;
 mod dispatch;
 mod error;
@@ -136,6 +142,7 @@ mod timer;
 mod trace;
 mod wrapper;
 
+pub use callback::{CallbackError, CallbackFailure, HandlerResult, TimerAction, TimerResult};
 pub use context::Context;
 pub use error::{AddFdError, Error, OsError};
 pub use fd::FdEvent;

@@ -104,7 +104,7 @@ impl Queue {
 /// # let mut ev = tevent::Context::new()?;
 /// let q = ev.queue_create(None, "q")?;
 /// let req: tevent::Req<()> = ev.req_create(None, ())?;
-/// let entry = ev.queue_add(q, req, |_, _| unreachable!())?;
+/// let entry = ev.queue_add(q, req, |_, _| -> () { unreachable!() })?;
 /// ev.free(entry.erase())?;
 /// assert_eq!(ev.queue_length(q)?, 0);
 /// # ev.loop_wait()?;
@@ -338,7 +338,7 @@ impl Context {
     /// assert_eq!(got.get(), 0);       // triggered from the loop, not at once
     /// ev.loop_once()?;
     /// assert_eq!(got.get(), 42);
-    /// assert_eq!(ev.req_recv(req), Ok(()));
+    /// assert_eq!(ev.req_recv(req), Ok(42));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn queue_add<S: 'static, E: 'static>(
@@ -441,7 +441,7 @@ impl Context {
     /// ev.queue_stop(q)?;
     /// assert!(!ev.queue_running(q)?);
     /// let req: tevent::Req<()> = ev.req_create(None, ())?;
-    /// let entry = ev.queue_add(q, req, |_, _| unreachable!("the queue is stopped"))?;
+    /// let entry = ev.queue_add(q, req, |_, _| -> () { unreachable!("the queue is stopped") })?;
     /// ev.loop_once()?;
     /// assert!(!ev.queue_entry_triggered(entry)?);
     /// # Ok::<(), Box<dyn std::error::Error>>(())

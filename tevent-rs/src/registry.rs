@@ -42,6 +42,7 @@ pub(crate) struct Registry {
     pub(crate) tracing: Tracing,
     pub(crate) wrappers: Wrappers,
     pub(crate) profiles: Profiles,
+    pub(crate) failures: crate::callback::Failures,
 }
 
 impl Registry {
@@ -59,6 +60,7 @@ impl Registry {
             tracing: Tracing::default(),
             wrappers: Wrappers::default(),
             profiles: Profiles::default(),
+            failures: Default::default(),
         }
     }
 

@@ -16,11 +16,12 @@
 //! of the immediate queue (everything in that queue was scheduled after the
 //! batch); otherwise each task joins the immediate queue's tail.
 //!
-//! This is the base of the tevent-thread crate's `ThreadProxy` and
-//! `ThreadedContext`.
+//! This is the base of the tevent-thread crate's `ThreadProxy`, and it is
+//! what C calls a threaded context (`tevent_threaded_context`).
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,8 +30,9 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use parking_lot::Mutex;
 
 use crate::backend::Internal;
+use crate::callback::HandlerResult;
 use crate::registry::Registry;
-use crate::{Context, Error};
+use crate::{Context, Error, Immediate};
 
 /// A closure sent to a loop from another thread.
 ///
@@ -106,6 +108,39 @@ where
     #[inline]
     fn run(self: Box<Self>, ev: &mut Context) {
         (*self)(ev)
+    }
+}
+
+/// [`Remote::schedule`]'s task: a closure whose result goes where every
+/// callback's does. Typed, so a refused one gives the closure back.
+struct Closure<F, R>(F, PhantomData<fn() -> R>);
+
+impl<F, R> RemoteTask for Closure<F, R>
+where
+    F: FnOnce(&mut Context) -> R + Send + 'static,
+    R: HandlerResult + 'static,
+{
+    #[inline]
+    fn run(self: Box<Self>, ev: &mut Context) {
+        let r = (self.0)(ev);
+        ev.report(r);
+    }
+}
+
+/// [`Remote::schedule_immediate`]'s task.
+struct ImmediateTask<H, R>(Immediate, H, PhantomData<fn() -> R>);
+
+impl<H, R> RemoteTask for ImmediateTask<H, R>
+where
+    H: FnOnce(&mut Context, Immediate) -> R + Send + 'static,
+    R: HandlerResult + 'static,
+{
+    fn run(self: Box<Self>, ev: &mut Context) {
+        let ImmediateTask(im, handler, _) = *self;
+        if ev.heap().contains(im) {
+            let r = handler(ev, im);
+            ev.report(r);
+        }
     }
 }
 
@@ -213,8 +248,11 @@ impl<F> fmt::Display for ScheduleError<F> {
 impl<F> std::error::Error for ScheduleError<F> {}
 
 impl Remote {
-    /// Queues `f` to run on the loop's thread, with the loop's context.
-    /// Never runs it inline, even when called on the loop's own thread.
+    /// Queues `f` to run on the loop's thread, with the loop's context
+    /// (C's `tevent_threaded_context` is this handle). Never runs it inline,
+    /// even when called on the loop's own thread. `f` may return `()` or
+    /// `Result<(), CallbackError>`: an error comes out of the loop's
+    /// `loop_once`, as any callback's does.
     ///
     /// ```
     /// # let mut ev = tevent::Context::new()?;
@@ -225,11 +263,54 @@ impl Remote {
     /// assert_eq!(ev.heap().live_objects(), 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn schedule<F>(&self, f: F) -> Result<(), ScheduleError<F>>
+    #[doc(alias = "tevent_threaded_context_create")]
+    pub fn schedule<F, R>(&self, f: F) -> Result<(), ScheduleError<F>>
     where
-        F: FnOnce(&mut Context) + Send + 'static,
+        F: FnOnce(&mut Context) -> R + Send + 'static,
+        R: HandlerResult + 'static,
     {
-        self.push(Box::new(f)).map_err(|b| ScheduleError(*b))
+        let task = Box::new(Closure(f, PhantomData));
+        self.push(task).map_err(|b| ScheduleError(b.0))
+    }
+
+    /// Runs `handler` as the immediate `im`, which the loop's own thread
+    /// created (`tevent_threaded_schedule_immediate`). If `im` was freed on
+    /// the loop before its turn comes, nothing runs: no callback of a freed
+    /// handle ever runs.
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// let mut ev = tevent::Context::new()?;
+    /// let remote = ev.remote()?;
+    /// let (live, freed) = (ev.create_immediate(None)?, ev.create_immediate(None)?);
+    /// let runs = Arc::new(AtomicUsize::new(0));
+    /// for im in [live, freed] {
+    ///     let runs = runs.clone();
+    ///     std::thread::spawn({
+    ///         let remote = remote.clone();
+    ///         move || remote.schedule_immediate(im, move |_, _| { runs.fetch_add(1, Ordering::Relaxed); })
+    ///     })
+    ///     .join()
+    ///     .unwrap()?;
+    /// }
+    /// ev.free(freed)?;
+    /// ev.loop_once()?;
+    /// ev.loop_once()?;
+    /// assert_eq!(runs.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[doc(alias = "tevent_threaded_schedule_immediate")]
+    pub fn schedule_immediate<H, R>(
+        &self,
+        im: Immediate,
+        handler: H,
+    ) -> Result<(), ScheduleError<H>>
+    where
+        H: FnOnce(&mut Context, Immediate) -> R + Send + 'static,
+        R: HandlerResult + 'static,
+    {
+        let task = Box::new(ImmediateTask(im, handler, PhantomData));
+        self.push(task).map_err(|b| ScheduleError(b.1))
     }
 
     /// [`schedule`](Remote::schedule) for an already boxed closure.

@@ -21,6 +21,7 @@ use std::panic::Location;
 
 use talloc::{AnyPtr, IntoParent, Ptr, Talloc};
 
+use crate::callback::HandlerResult;
 use crate::profile::{self, ReqProfile};
 use crate::{Context, Error, Immediate, TimerEvent, When};
 
@@ -117,7 +118,7 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for ReqError<E> {
 /// let req: Req<u32, String> = ev.req_create(None, 0u32)?;
 /// ev.heap_mut()[req.state()] += 1;
 /// ev.req_done(req)?;
-/// assert_eq!(ev.req_recv(req), Ok(()));
+/// assert_eq!(ev.req_recv(req), Ok(1));        // the state, moved out
 /// ev.free(req.erase())?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -356,12 +357,15 @@ impl Context {
     /// assert!(called.get());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn req_set_callback<S: 'static, E: 'static>(
+    pub fn req_set_callback<S: 'static, E: 'static, R: HandlerResult>(
         &mut self,
         req: Req<S, E>,
-        cb: impl FnOnce(&mut Context, Req<S, E>) + 'static,
+        cb: impl FnOnce(&mut Context, Req<S, E>) -> R + 'static,
     ) -> Result<(), Error> {
-        self.req_node(req)?.callback = Some(Box::new(cb));
+        self.req_node(req)?.callback = Some(Box::new(move |ev, req| {
+            let r = cb(ev, req);
+            ev.handled(r)
+        }));
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use talloc::{AnyPtr, IntoParent};
 
+use crate::callback::{HandlerResult, TimerAction, TimerResult};
 use crate::registry::Registry;
 use crate::slab::{Id, Linked, List, Slab, NIL};
 use crate::trace::{self, EventTrace, TracedEvent};
@@ -27,7 +28,9 @@ use crate::{Context, Error};
 /// Fires a timer: takes the callback out of its node (where it lives
 /// inline, with no allocation of its own) and calls it. One function per
 /// callback type.
-pub(crate) type FireFn = fn(&mut Context, TimerEvent, Instant);
+/// Runs a timer's callback; `Some(deadline)` to fire again then (a
+/// repeating timer), `None` to free it.
+pub(crate) type FireFn = fn(&mut Context, TimerEvent, Instant) -> Option<Instant>;
 
 /// A handle to a timer event: a child, in the context's heap, of the parent
 /// it was added under.
@@ -350,9 +353,10 @@ impl Timers {
 }
 
 /// The [`FireFn`] of callback type `C`.
-fn fire<C>(ev: &mut Context, timer: TimerEvent, deadline: Instant)
+fn fire<C, R>(ev: &mut Context, timer: TimerEvent, deadline: Instant) -> Option<Instant>
 where
-    C: FnOnce(&mut Context, TimerEvent, Instant) + 'static,
+    C: FnOnce(&mut Context, TimerEvent, Instant) -> R + 'static,
+    R: HandlerResult,
 {
     let cb = ev
         .heap
@@ -361,7 +365,33 @@ where
         .and_then(|p| ev.heap.get_mut(p).ok())
         .and_then(|n| n.cb.take());
     if let Some(cb) = cb {
-        cb(ev, timer, deadline);
+        let r = cb(ev, timer, deadline);
+        ev.handled(r);
+    }
+    None
+}
+
+/// The [`FireFn`] of a repeating timer's callback type `C`: the callback
+/// goes back into its node when it asks to fire again. (After a panic it is
+/// dropped, and the timer freed, as after any firing.)
+fn fire_repeating<C, R>(ev: &mut Context, timer: TimerEvent, deadline: Instant) -> Option<Instant>
+where
+    C: FnMut(&mut Context, TimerEvent, Instant) -> R + 'static,
+    R: TimerResult,
+{
+    let node = ev.heap.downcast::<TimerNode<C>>(timer.ptr).ok()?;
+    let mut cb = ev.heap.get_mut(node).ok()?.cb.take()?;
+    match cb(ev, timer, deadline).into_action() {
+        Ok(TimerAction::Again(when)) => {
+            let n = ev.heap.get_mut(node).ok()?;
+            n.cb.get_or_insert(cb);
+            Some(ev.deadline(when))
+        }
+        Ok(TimerAction::Done) => None,
+        Err(e) => {
+            ev.callback_failed(e);
+            None
+        }
     }
 }
 
@@ -392,16 +422,74 @@ impl Context {
     /// assert_eq!(*order.borrow(), [0, 1, 2]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn add_timer<C>(
+    ///
+    /// The callback may return `()` or `Result<(), CallbackError>` (see
+    /// [`HandlerResult`]): an error comes out of the `loop_once` that fired
+    /// the timer.
+    pub fn add_timer<C, R>(
         &mut self,
         parent: impl IntoParent,
         when: impl Into<When>,
         cb: C,
     ) -> Result<TimerEvent, Error>
     where
-        C: FnOnce(&mut Context, TimerEvent, Instant) + 'static,
+        C: FnOnce(&mut Context, TimerEvent, Instant) -> R + 'static,
+        R: HandlerResult,
     {
-        let deadline = self.deadline(when.into());
+        self.insert_timer(parent, when.into(), cb, fire::<C, R>)
+    }
+
+    /// Adds a timer that may fire more than once: its callback returns
+    /// [`TimerAction::Again`] with the next deadline to keep the timer (the
+    /// same handle, its children untouched) or [`TimerAction::Done`] to
+    /// free it, as a one-shot timer is freed. Re-adding a timer in each
+    /// callback, as C code does, also works, but costs a new heap object
+    /// and handle each time.
+    ///
+    /// The callback may also return `Result<TimerAction, CallbackError>`:
+    /// an error frees the timer and comes out of `loop_once`.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc, time::{Duration, Instant}};
+    /// use tevent::TimerAction;
+    /// let mut ev = tevent::Context::new()?;
+    /// let ticks = Rc::new(Cell::new(0));
+    /// let t = ticks.clone();
+    /// let timer = ev.add_repeating_timer(None, Duration::ZERO, move |_, _, deadline| {
+    ///     t.set(t.get() + 1);
+    ///     if t.get() == 3 {
+    ///         return TimerAction::Done;
+    ///     }
+    ///     TimerAction::after(deadline, Duration::from_millis(1))  // no drift
+    /// })?;
+    /// ev.loop_wait()?;
+    /// assert_eq!(ticks.get(), 3);
+    /// assert!(!ev.heap().contains(timer));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_repeating_timer<C, R>(
+        &mut self,
+        parent: impl IntoParent,
+        when: impl Into<When>,
+        cb: C,
+    ) -> Result<TimerEvent, Error>
+    where
+        C: FnMut(&mut Context, TimerEvent, Instant) -> R + 'static,
+        R: TimerResult,
+    {
+        self.insert_timer(parent, when.into(), cb, fire_repeating::<C, R>)
+    }
+
+    /// A timer node under `parent` holding `cb`, run by `fire`, and its
+    /// entry, due at `when`.
+    fn insert_timer<C: 'static>(
+        &mut self,
+        parent: impl IntoParent,
+        when: When,
+        cb: C,
+        fire: FireFn,
+    ) -> Result<TimerEvent, Error> {
+        let deadline = self.deadline(when);
         // The node takes the id its entry will get; if the allocation
         // fails, the node is dropped before the entry exists.
         let id = self
@@ -422,7 +510,7 @@ impl Context {
             node: Some(ptr),
             deadline,
             seq: 0,
-            fire: fire::<C>,
+            fire,
             firing: false,
             in_run: false,
             prev: NIL,
@@ -437,6 +525,18 @@ impl Context {
         let t = TimerEvent { ptr, id };
         self.trace_event(TracedEvent::Timer(t), EventTrace::Attach);
         Ok(t)
+    }
+
+    /// Puts a timer whose callback asked to fire again back in the queue
+    /// (it is not firing any more). False if the timer is gone.
+    pub(crate) fn rearm_timer(&mut self, timer: TimerEvent, deadline: Instant) -> bool {
+        let mut reg = self.reg.borrow_mut();
+        match reg.timers.slab.get_mut(timer.id) {
+            Some(e) if e.node == Some(timer.ptr) => e.firing = false,
+            _ => return false,
+        }
+        reg.timers.schedule(timer.id, deadline);
+        true
     }
 
     /// Moves a pending timer to a new deadline (`tevent_update_timer`); it

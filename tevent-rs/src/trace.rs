@@ -281,7 +281,7 @@ impl Context {
     ///
     /// ```
     /// # let mut ev = tevent::Context::new()?;
-    /// ev.set_event_trace_callback(|_, _| panic!("not called"));
+    /// ev.set_event_trace_callback(|_, _| -> () { panic!("not called") });
     /// ev.clear_event_trace_callback();
     /// ev.create_immediate(None)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())

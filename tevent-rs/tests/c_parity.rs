@@ -103,7 +103,7 @@ fn tags_on_every_kind_of_event(backend: &str) {
     let t2 = other
         .add_timer(None, Duration::from_secs(60), |_, _, _| {})
         .unwrap();
-    assert_eq!(ev.timer_tag(t2), Err(Error::ForeignContext));
+    assert_eq!(ev.timer_tag(t2), Err(Error::ForeignHeap));
 }
 
 /// C's backend names `standard` and `poll_mt` are accepted.
@@ -259,7 +259,7 @@ fn re_initialise_keeps_every_event(backend: &str) {
     ev.schedule_immediate(im, move |_, _| l.borrow_mut().push("immediate"))
         .unwrap();
     let old = ev.remote().unwrap();
-    old.schedule(|_| unreachable!("sent before the fork: the parent runs it"))
+    old.schedule(|_| -> () { unreachable!("sent before the fork: the parent runs it") })
         .unwrap();
 
     ev.re_initialise().unwrap();

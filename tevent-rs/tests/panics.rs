@@ -40,7 +40,7 @@ fn immediate_panics(b: &str) {
 fn timer_panics(b: &str) {
     let mut ev = ctx(b);
     let t = ev
-        .add_timer(None, Duration::ZERO, |_, _, _| panic!("boom"))
+        .add_timer(None, Duration::ZERO, |_, _, _| -> () { panic!("boom") })
         .unwrap();
     let ran = Rc::new(Cell::new(false));
     let r = ran.clone();
@@ -77,7 +77,7 @@ fn fd_panics(b: &str) {
 fn panic_after_freeing_itself(b: &str) {
     let mut ev = ctx(b);
     let im = ev.create_immediate(None).unwrap();
-    ev.schedule_immediate(im, |ev, me| {
+    ev.schedule_immediate(im, |ev, me| -> () {
         ev.free(me.erase()).unwrap();
         panic!("boom");
     })
@@ -93,7 +93,7 @@ fn remote_closure_panics(b: &str) {
     let mut ev = ctx(b);
     let r = ev.remote().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    r.schedule(|_| panic!("boom")).unwrap();
+    r.schedule(|_| -> () { panic!("boom") }).unwrap();
     r.schedule(move |_| tx.send(1).unwrap()).unwrap();
     assert!(panics(&mut ev));
     ev.loop_once().unwrap();

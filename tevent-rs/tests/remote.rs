@@ -152,7 +152,7 @@ fn context_gone(b: &str) {
     }
     let tell = Tell(dropped.clone());
     remote
-        .schedule(move |_| {
+        .schedule(move |_| -> () {
             let _keep = &tell;
             panic!("never runs");
         })
@@ -201,7 +201,7 @@ fn no_lost_wakeup(b: &str) {
     ev.set_wait_timeout(Duration::from_secs(3600));
     let remote = ev.remote().unwrap();
     let (alarm, mut alarm_peer) = std::os::unix::net::UnixStream::pair().unwrap();
-    ev.add_fd(None, alarm, tevent::FdFlags::READ, |_, _, _| {
+    ev.add_fd(None, alarm, tevent::FdFlags::READ, |_, _, _| -> () {
         panic!("a wake-up was lost")
     })
     .unwrap();

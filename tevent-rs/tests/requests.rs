@@ -275,7 +275,7 @@ fn queue_freed(b: &str) {
     let a: Req<()> = ev.req_create(None, ()).unwrap();
     let c: Req<()> = ev.req_create(None, ()).unwrap();
     ev.queue_add(q, a, |_, _| {}).unwrap();
-    let e = ev.queue_add(q, c, |_, _| unreachable!()).unwrap();
+    let e = ev.queue_add(q, c, |_, _| -> () { unreachable!() }).unwrap();
     ev.loop_once().unwrap();
     ev.free(q.erase()).unwrap();
     assert_eq!(ev.queue_length(q), Err(Error::Stale));

@@ -188,10 +188,10 @@ fn e3_drop_context_with_live_events(b: &str) {
     let mut other = ctx(b);
     assert_eq!(
         other.update_timer(t, Duration::ZERO),
-        Err(Error::ForeignContext)
+        Err(Error::ForeignHeap)
     );
-    assert_eq!(other.fd_flags(fde), Err(Error::ForeignContext));
-    assert_eq!(other.reschedule_immediate(im), Err(Error::ForeignContext));
+    assert_eq!(other.fd_flags(fde), Err(Error::ForeignHeap));
+    assert_eq!(other.reschedule_immediate(im), Err(Error::ForeignHeap));
     other.loop_wait().unwrap();
     assert_eq!(log.get(), ["close_fn"]);
 }
@@ -613,7 +613,7 @@ fn heap_replaced_in_callback(b: &str) {
     assert!(!ev.has_events());
     ev.loop_wait().unwrap();
     assert_eq!(ran.get(), 0);
-    assert_eq!(ev.reschedule_immediate(im), Err(Error::ForeignContext));
+    assert_eq!(ev.reschedule_immediate(im), Err(Error::ForeignHeap));
 }
 
 /// A subtree holding events cannot be moved to another heap (the events

@@ -569,7 +569,7 @@ fn e08_a_new_handler_sees_a_pending_delivery(b: &str) {
 
     // The only handler freed and replaced before the loop looked.
     let old = ev
-        .add_signal(None, Signal::SIGUSR1, SaFlags::empty(), |_, _, _| {
+        .add_signal(None, Signal::SIGUSR1, SaFlags::empty(), |_, _, _| -> () {
             unreachable!("freed before the loop ran")
         })
         .unwrap();

@@ -223,8 +223,10 @@ fn fd_speed(b: &str) {
         for s in [a, c] {
             let s = Rc::new(s);
             for _ in 0..extra.min(1) {
-                ev.add_fd(None, s.clone(), FdFlags::empty(), |_, _, _| unreachable!())
-                    .unwrap();
+                ev.add_fd(None, s.clone(), FdFlags::empty(), |_, _, _| -> () {
+                    unreachable!()
+                })
+                .unwrap();
             }
             let h = hops.clone();
             ev.add_fd(None, s, FdFlags::READ, move |ev, me, _| {
@@ -241,8 +243,10 @@ fn fd_speed(b: &str) {
         // A third, unrelated silent fd for extra == 2.
         let (x, _y) = pair();
         if extra == 2 {
-            ev.add_fd(None, x, FdFlags::empty(), |_, _, _| unreachable!())
-                .unwrap();
+            ev.add_fd(None, x, FdFlags::empty(), |_, _, _| -> () {
+                unreachable!()
+            })
+            .unwrap();
         }
         kick.write_all(b"x").unwrap();
         let t0 = Instant::now();

@@ -128,11 +128,13 @@ fn freeing_the_wrapper_frees_its_events(b: &str) {
     let (fde, timer, im) = ev
         .use_wrapper(w, |ev| {
             let fde = ev
-                .add_fd(None, r, FdFlags::READ, |_, _, _| unreachable!())
+                .add_fd(None, r, FdFlags::READ, |_, _, _| -> () { unreachable!() })
                 .map_err(|e| e.into_parts().0)
                 .unwrap();
             let timer = ev
-                .add_timer(None, Duration::from_millis(1), |_, _, _| unreachable!())
+                .add_timer(None, Duration::from_millis(1), |_, _, _| -> () {
+                    unreachable!()
+                })
                 .unwrap();
             let im = ev.create_immediate(None).unwrap();
             ev.schedule_immediate(im, move |ev, _| ev.free(w.erase()).unwrap())
@@ -195,7 +197,7 @@ fn a_panicking_wrapped_handler_still_runs_the_after_hook(b: &str) {
     let log = Log::new();
     let w = ev.wrapper_create(None, logged("w", &log)).unwrap();
     ev.use_wrapper(w, |ev| {
-        ev.add_timer(None, Duration::ZERO, |_, _, _| panic!("boom"))
+        ev.add_timer(None, Duration::ZERO, |_, _, _| -> () { panic!("boom") })
             .unwrap()
     })
     .unwrap();
@@ -213,7 +215,7 @@ fn a_foreign_wrapper_is_refused(b: &str) {
     let mut other = ctx(b);
     let log = Log::new();
     let w = other.wrapper_create(None, logged("w", &log)).unwrap();
-    assert_eq!(ev.use_wrapper(w, |_| ()), Err(Error::ForeignContext));
+    assert_eq!(ev.use_wrapper(w, |_| ()), Err(Error::ForeignHeap));
     assert!(log.get().is_empty());
 }
 

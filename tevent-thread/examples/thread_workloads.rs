@@ -14,7 +14,7 @@
 //!   [`ProxySender::send`](tevent_thread::ProxySender::send) and freed on the
 //!   receiving side after its handler.
 //! - `tevent_threaded_immediate`: the same round trips through
-//!   [`ThreadedContext::schedule_immediate`], with two immediates per
+//!   [`Remote::schedule_immediate`], with two immediates per
 //!   direction created by the receiving loop, as the C program does.
 //! - `tevent_thread_proxy_fanin`: 8 sender threads, each with its own heap,
 //!   send M one-way messages each through one proxy to the main thread.
@@ -24,8 +24,9 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use talloc::{Ptr, Talloc};
+use tevent::Remote;
 use tevent::{Context, Immediate};
-use tevent_thread::{ProxySender, ThreadProxy, ThreadedContext};
+use tevent_thread::{ProxySender, ThreadProxy};
 
 const REPS: usize = 5;
 const FANIN_SENDERS: usize = 8;
@@ -176,13 +177,13 @@ fn proxy_roundtrip(n: u64) -> (u64, u64) {
 // ---------------------------------------------------------------------
 
 struct ThrWorker {
-    tctx: ThreadedContext,
+    tctx: Remote,
     im_rep: [Immediate; 2],
 }
 
 struct ThrRt {
     n: u64,
-    master_tctx: ThreadedContext,
+    master_tctx: Remote,
     im_req: [Immediate; 2],
     /// Set by the worker before request 0.
     worker: OnceLock<ThrWorker>,
@@ -212,7 +213,7 @@ fn thr_master_handler(rt: Arc<ThrRt>) -> impl FnOnce(&mut Context, Immediate) + 
 
 fn threaded_immediate(n: u64) -> (u64, u64) {
     let mut ev = Context::new().expect("context");
-    let master_tctx = ThreadedContext::new(&mut ev).expect("ThreadedContext::new");
+    let master_tctx = ev.remote().expect("Context::remote");
     let im_req = [
         ev.create_immediate(None).expect("create_immediate"),
         ev.create_immediate(None).expect("create_immediate"),
@@ -229,7 +230,7 @@ fn threaded_immediate(n: u64) -> (u64, u64) {
     let worker = std::thread::spawn(move || {
         let rt = wrt;
         let mut ev = Context::new().expect("context");
-        let tctx = ThreadedContext::new(&mut ev).expect("ThreadedContext::new");
+        let tctx = ev.remote().expect("Context::remote");
         let im_rep = [
             ev.create_immediate(None).expect("create_immediate"),
             ev.create_immediate(None).expect("create_immediate"),

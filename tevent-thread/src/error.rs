@@ -15,7 +15,7 @@ use talloc::{Ptr, TransferError};
 /// let msg = heap.strdup(None, "hello")?;
 /// heap.set_destructor(msg, |_, _| Ok(()))?;    // a closure cannot cross threads
 /// match sender.send(&mut heap, msg, |_, _| ()) {
-///     Err(SendError::Refused(e)) => assert_eq!(e.rule, talloc::TransferRule::Destructor),
+///     Err(SendError::Transfer(e)) => assert_eq!(e.rule, talloc::TransferRule::Destructor),
 ///     other => panic!("{other:?}"),
 /// }
 /// assert_eq!(&heap[msg], "hello");              // nothing moved
@@ -30,7 +30,7 @@ pub enum SendError<T: ?Sized> {
     ImmediateScheduled,
     /// A transfer rule refused an object of the subtree: nothing moved, the
     /// data handle still works.
-    Refused(TransferError),
+    Transfer(TransferError),
     /// The destination proxy or loop is gone. `data` is the data's handle in
     /// the sender's heap: the same handle when this was noticed before the
     /// data left, or a new one when the destination went away in between
@@ -46,7 +46,7 @@ impl<T: ?Sized> fmt::Debug for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SendError::Handle(e) => f.debug_tuple("Handle").field(e).finish(),
-            SendError::Refused(e) => f.debug_tuple("Refused").field(e).finish(),
+            SendError::Transfer(e) => f.debug_tuple("Refused").field(e).finish(),
             SendError::ImmediateScheduled => f.write_str("ImmediateScheduled"),
             SendError::Gone { data } => f.debug_struct("Gone").field("data", data).finish(),
         }
@@ -57,7 +57,7 @@ impl<T: ?Sized> fmt::Display for SendError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SendError::Handle(e) => e.fmt(f),
-            SendError::Refused(e) => e.fmt(f),
+            SendError::Transfer(e) => e.fmt(f),
             SendError::ImmediateScheduled => f.write_str("the immediate is already scheduled"),
             SendError::Gone { .. } => f.write_str("the destination loop is gone"),
         }
@@ -68,37 +68,35 @@ impl<T: ?Sized> fmt::Display for SendError<T> {
 /// which has no cause of its own.
 impl<T: ?Sized> std::error::Error for SendError<T> {}
 
-/// The destination loop is gone; the closure comes back, not run.
+/// A message that arrived but could not be put in the destination's heap
+/// (the heap is full, or a memory limit refused it). Its data is freed; the
+/// error goes where a failing callback's does on the destination loop: to
+/// its error hook, or out of its `loop_once` as
+/// [`tevent::Error::Callback`], whose source this is. C drops such a
+/// message without a word.
 ///
 /// ```
-/// use tevent_thread::{Gone, ThreadedContext};
-/// let mut ev = tevent::Context::new()?;
-/// let tctx = ThreadedContext::new(&mut ev)?;
-/// drop(ev);
-/// let (tx, rx) = std::sync::mpsc::channel();
-/// let Err(Gone(f)) = tctx.schedule(move |_| tx.send(1).unwrap()) else {
-///     panic!("the loop is gone")
-/// };
-/// assert!(rx.try_recv().is_err());              // handed back, not run
-/// f(&mut tevent::Context::new()?);              // run it somewhere else
-/// assert_eq!(rx.recv()?, 1);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// use tevent_thread::DeliveryError;
+/// let e = DeliveryError { error: tevent::Error::TooManyEvents };
+/// assert_eq!(e.to_string(), "a proxy message could not be delivered");
+/// assert!(std::error::Error::source(&e).is_some());
 /// ```
-pub struct Gone<F>(
-    /// The closure, handed back to the caller.
-    pub F,
-);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryError {
+    /// Why the destination refused the message (a heap error, or no room
+    /// for another event).
+    pub error: tevent::Error,
+}
 
-impl<F> fmt::Debug for Gone<F> {
+impl fmt::Display for DeliveryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Gone(..)")
+        f.write_str("a proxy message could not be delivered")
     }
 }
 
-impl<F> fmt::Display for Gone<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the destination loop is gone")
+/// The cause is the heap's [`error`](DeliveryError::error).
+impl std::error::Error for DeliveryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
-
-impl<F> std::error::Error for Gone<F> {}

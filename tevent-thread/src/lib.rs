@@ -8,12 +8,14 @@
 //!   it. The transfer is checked over the whole subtree before anything
 //!   moves (no pooled objects, no destructors, every value `Send`, no
 //!   reference across the boundary); a refused transfer changes nothing.
-//! - [`ThreadedContext`] (C's `tevent_threaded_context`): any thread
-//!   schedules a `Send` closure, or an immediate the destination created, on
-//!   a loop.
 //!
-//! Both ride on the destination's [`tevent::Remote`] queue: first in, first
-//! out, one wake-up per batch, drained at step 2 of `loop_once`.
+//! C's other threading API, `tevent_threaded_context` (any thread schedules
+//! a closure, or an immediate the destination created, on a loop), is
+//! tevent-rs's own [`tevent::Remote`]: [`Context::remote`](tevent::Context::remote),
+//! [`Remote::schedule`](tevent::Remote::schedule) and
+//! [`Remote::schedule_immediate`](tevent::Remote::schedule_immediate). The
+//! proxy rides on that same queue: first in, first out, one wake-up per
+//! batch, drained at step 2 of `loop_once`.
 //!
 //! ```
 //! use tevent::Context;
@@ -27,7 +29,8 @@
 //!     let mut heap = talloc::Talloc::new();
 //!     let msg = heap.strdup(None, "hello from a worker").unwrap();
 //!     sender.send(&mut heap, msg, |ev, msg| {
-//!         println!("master got: {}", &ev.heap()[msg]);
+//!         println!("master got: {}", ev.heap().get(msg)?);
+//!         Ok(())
 //!     }).unwrap();
 //!     assert_eq!(heap.live_objects(), 0); // the message left this heap
 //! });
@@ -36,14 +39,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The modules: [`proxy`](ThreadProxy) (the proxy and its sender),
-//! [`threaded`](ThreadedContext), and the errors ([`SendError`], [`Gone`]).
+//! The modules: [`proxy`](ThreadProxy) (the proxy and its sender), and the
+//! errors ([`SendError`] for the sender, [`DeliveryError`] for the
+//! destination).
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 
 mod error;
 mod proxy;
-mod threaded;
 
-pub use error::{Gone, SendError};
+pub use error::{DeliveryError, SendError};
 pub use proxy::{ProxySender, ThreadProxy};
-pub use threaded::ThreadedContext;

@@ -1,14 +1,15 @@
 //! [`ThreadProxy`]: send a subtree and a handler to another thread's loop.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use talloc::{AnyPtr, DetachError, IntoParent, Parcel, Ptr, Talloc};
-use tevent::{Context, Immediate, Remote, RemoteTask};
+use tevent::{CallbackError, Context, HandlerResult, Immediate, Remote, RemoteTask};
 
-use crate::SendError;
+use crate::{DeliveryError, SendError};
 
 /// What the destination and every sender share.
 struct Shared {
@@ -88,7 +89,7 @@ impl ThreadProxy {
     /// let mut ev = tevent::Context::new()?;
     /// let proxy = tevent_thread::ThreadProxy::new(&mut ev, None)?;
     /// let sender = proxy.sender(&ev)?;
-    /// std::thread::spawn(move || assert!(sender.is_open())).join().unwrap();
+    /// std::thread::spawn(move || assert!(sender.is_alive())).join().unwrap();
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn sender(self, ev: &Context) -> Result<ProxySender, tevent::Error> {
@@ -108,7 +109,7 @@ impl ThreadProxy {
     /// let sender = proxy.sender(&ev)?;
     /// ev.heap_mut().steal_any(owner, proxy.erase())?;  // the proxy now lives as long as `owner`
     /// ev.heap_mut().free(owner)?;
-    /// assert!(!sender.is_open());
+    /// assert!(!sender.is_alive());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn erase(self) -> AnyPtr {
@@ -152,7 +153,7 @@ pub struct ProxySender {
 impl fmt::Debug for ProxySender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxySender")
-            .field("open", &self.is_open())
+            .field("open", &self.is_alive())
             .finish()
     }
 }
@@ -164,12 +165,12 @@ impl ProxySender {
     /// ```
     /// let mut ev = tevent::Context::new()?;
     /// let sender = tevent_thread::ThreadProxy::new(&mut ev, None)?.sender(&ev)?;
-    /// assert!(sender.is_open());
+    /// assert!(sender.is_alive());
     /// drop(ev);
-    /// assert!(!sender.is_open());
+    /// assert!(!sender.is_alive());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn is_open(&self) -> bool {
+    pub fn is_alive(&self) -> bool {
         self.shared.open.load(Ordering::Acquire) && self.shared.remote.is_alive()
     }
 
@@ -178,7 +179,7 @@ impl ProxySender {
     ///
     /// Before anything moves, the whole subtree is checked against the
     /// transfer rules of [`Talloc::detach`]; a refusal is
-    /// [`SendError::Refused`] naming the first offending object, and the
+    /// [`SendError::Transfer`] naming the first offending object, and the
     /// subtree stays exactly where it was. On success every handle into the
     /// subtree is stale in `heap`.
     ///
@@ -206,7 +207,7 @@ impl ProxySender {
     /// assert_eq!(&ev.heap()[job], &[1, 2, 3]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send<T, H>(
+    pub fn send<T, H, R>(
         &self,
         heap: &mut Talloc,
         data: Ptr<T>,
@@ -214,7 +215,8 @@ impl ProxySender {
     ) -> Result<(), SendError<T>>
     where
         T: ?Sized + 'static,
-        H: FnOnce(&mut Context, Ptr<T>) + Send + 'static,
+        H: FnOnce(&mut Context, Ptr<T>) -> R + Send + 'static,
+        R: HandlerResult + 'static,
     {
         let home = heap.parent(data).map_err(|e| SendError::Handle(e.into()))?;
         if !self.shared.open.load(Ordering::Acquire) {
@@ -222,7 +224,7 @@ impl ProxySender {
         }
         let parcel = match heap.detach(data) {
             Ok(p) => p,
-            Err(DetachError::Refused(e)) => return Err(SendError::Refused(e)),
+            Err(DetachError::Transfer(e)) => return Err(SendError::Transfer(e)),
             Err(DetachError::Handle(e)) => return Err(SendError::Handle(e.into())),
         };
         // A typed task: if the loop is gone, the letter comes back whole
@@ -231,6 +233,7 @@ impl ProxySender {
             parcel,
             node: self.node,
             handler,
+            _result: PhantomData,
         });
         match self.shared.remote.schedule_task(letter) {
             Ok(()) => Ok(()),
@@ -272,7 +275,7 @@ impl ProxySender {
     /// dest.loop_once()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn schedule<T, H>(
+    pub fn schedule<T, H, R>(
         &self,
         ev: &mut Context,
         im: Immediate,
@@ -281,19 +284,26 @@ impl ProxySender {
     ) -> Result<(), SendError<T>>
     where
         T: ?Sized + 'static,
-        H: FnOnce(&mut Context, Immediate, Ptr<T>) + Send + 'static,
+        H: FnOnce(&mut Context, Immediate, Ptr<T>) -> R + Send + 'static,
+        R: HandlerResult + 'static,
     {
         match ev.immediate_is_scheduled(im) {
             Ok(false) => {}
             Ok(true) => return Err(SendError::ImmediateScheduled),
             Err(e) => return Err(SendError::Handle(e)),
         }
-        self.send(ev.heap_mut(), data, move |ev, data| {
-            let parent = ev.heap().parent(data).ok().flatten();
-            if let Ok(im) = ev.create_immediate(parent) {
-                handler(ev, im, data);
-            }
-        })?;
+        self.send(
+            ev.heap_mut(),
+            data,
+            move |ev, data| -> Result<(), CallbackError> {
+                let parent = ev.heap().parent(data).ok().flatten();
+                // No room for the immediate: the message is lost, and said so.
+                let im = ev
+                    .create_immediate(parent)
+                    .map_err(|error| DeliveryError { error })?;
+                handler(ev, im, data).into_result()
+            },
+        )?;
         // The immediate is the sender's handle on this message: it goes.
         let _ = ev.free(im.erase());
         Ok(())
@@ -308,17 +318,19 @@ struct Delivery;
 /// went away with it queued: the context drops its queue), or handed back
 /// whole to the sender that could not queue it; either way the parcel, and
 /// the data in it, go on a thread that owns them.
-struct Letter<T: ?Sized, H> {
+struct Letter<T: ?Sized, H, R> {
     parcel: Parcel<T>,
     /// The proxy object in the destination heap.
     node: Ptr<ProxyNode>,
     handler: H,
+    _result: PhantomData<fn() -> R>,
 }
 
-impl<T, H> RemoteTask for Letter<T, H>
+impl<T, H, R> RemoteTask for Letter<T, H, R>
 where
     T: ?Sized + 'static,
-    H: FnOnce(&mut Context, Ptr<T>) + Send + 'static,
+    H: FnOnce(&mut Context, Ptr<T>) -> R + Send + 'static,
+    R: HandlerResult + 'static,
 {
     /// Runs on the destination loop.
     fn run(self: Box<Self>, ev: &mut Context) {
@@ -326,28 +338,39 @@ where
             parcel,
             node,
             handler,
+            ..
         } = *self;
         if !ev.heap().contains(node) {
-            // The proxy was freed: undelivered data is freed here.
+            // The proxy was freed: undelivered data is freed here, as the
+            // receiver asked by freeing it.
             drop(parcel);
             return;
         }
         let heap = ev.heap_mut();
-        let Ok(delivery) = heap.alloc(None, Delivery) else {
-            return;
-        };
-        let data = match heap.attach(delivery, parcel) {
-            Ok(d) => d,
-            Err(_) => {
-                let _ = heap.free(delivery);
+        let attached = heap
+            .alloc(None, Delivery)
+            .map_err(talloc::Error::from)
+            .and_then(|d| {
+                heap.attach(d, parcel).map(|data| (d, data)).map_err(|e| {
+                    let _ = heap.free(d);
+                    e.error
+                })
+            });
+        let (delivery, data) = match attached {
+            Ok(got) => got,
+            Err(error) => {
+                // The data is freed with the parcel; the loop hears why.
+                let error = error.into();
+                ev.report(Err::<(), _>(DeliveryError { error }.into()));
                 return;
             }
         };
         let result = panic::catch_unwind(AssertUnwindSafe(|| handler(ev, data)));
         // Whatever the handler did not steal goes now, even if it panicked.
         let _ = ev.heap_mut().free(delivery);
-        if let Err(p) = result {
-            panic::resume_unwind(p);
+        match result {
+            Ok(r) => ev.report(r),
+            Err(p) => panic::resume_unwind(p),
         }
     }
 }

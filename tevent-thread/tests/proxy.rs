@@ -136,7 +136,7 @@ fn assert_refused<T: ?Sized + 'static>(
     match sender.send(heap, data, move |_, _| {
         r.fetch_add(1, Ordering::Relaxed);
     }) {
-        Err(SendError::Refused(e)) => {
+        Err(SendError::Transfer(e)) => {
             assert_eq!(e.rule, rule, "{e}");
             assert_eq!(e.object, object, "{e}");
             assert!(!e.to_string().is_empty());
@@ -177,11 +177,11 @@ fn e11_proxy_is_a_child_of_its_parent() {
     // The proxy object cannot itself travel (it belongs to its loop).
     assert!(!ev.heap().is_send(proxy.erase()).unwrap());
     let sender = proxy.sender(&ev).unwrap();
-    assert!(sender.is_open());
+    assert!(sender.is_alive());
     assert!(format!("{sender:?}").contains("open: true"));
     // Freeing an ancestor closes it.
     ev.free(owner).unwrap();
-    assert!(!sender.is_open());
+    assert!(!sender.is_alive());
     assert!(proxy.sender(&ev).is_err(), "a freed proxy gives no sender");
 }
 
@@ -191,7 +191,9 @@ fn e11_sender_is_send_sync_clone() {
     check::<ProxySender>();
     let (_ev, _proxy, sender) = dest();
     let s2 = sender.clone();
-    thread::spawn(move || assert!(s2.is_open())).join().unwrap();
+    thread::spawn(move || assert!(s2.is_alive()))
+        .join()
+        .unwrap();
 }
 
 #[test]
@@ -686,7 +688,7 @@ fn e11_two_proxies_on_one_loop_are_independent() {
         .unwrap();
     }
     ev.free(a.erase()).unwrap();
-    assert!(!sa.is_open() && sb.is_open());
+    assert!(!sa.is_alive() && sb.is_alive());
     run_until(&mut ev, "b's messages", |_| {
         order.lock().unwrap().len() == 2
     });
@@ -709,7 +711,7 @@ fn e11_schedule_refuses_a_scheduled_immediate() {
     ev.schedule_immediate(im, |_, _| {}).unwrap();
     let msg = ev.heap_mut().strdup(None, "x").unwrap();
     let before = snapshot(ev.heap(), msg);
-    match sender.schedule(&mut ev, im, msg, |_, _, _| panic!("must not run")) {
+    match sender.schedule(&mut ev, im, msg, |_, _, _| -> () { panic!("must not run") }) {
         Err(SendError::ImmediateScheduled) => {}
         other => panic!("{other:?}"),
     }
@@ -725,8 +727,8 @@ fn e11_schedule_with_refused_data_keeps_the_immediate() {
     let im = ev.create_immediate(None).unwrap();
     let msg = ev.heap_mut().strdup(None, "x").unwrap();
     ev.heap_mut().set_destructor(msg, |_, _| Ok(())).unwrap();
-    match sender.schedule(&mut ev, im, msg, |_, _, _| panic!("must not run")) {
-        Err(SendError::Refused(e)) => assert_eq!(e.rule, TransferRule::Destructor),
+    match sender.schedule(&mut ev, im, msg, |_, _, _| -> () { panic!("must not run") }) {
+        Err(SendError::Transfer(e)) => assert_eq!(e.rule, TransferRule::Destructor),
         other => panic!("{other:?}"),
     }
     assert!(ev.heap().contains(im.erase()), "the immediate stays");
@@ -772,13 +774,13 @@ fn e11_stale_and_foreign_handles() {
 fn e11_send_after_proxy_freed_is_gone_with_the_data_back() {
     let (mut ev, proxy, sender) = dest();
     ev.free(proxy.erase()).unwrap();
-    assert!(!sender.is_open());
+    assert!(!sender.is_alive());
     let mut heap = Talloc::new();
     let parent = heap.new_context(None).unwrap();
     let msg = heap.strdup(parent, "back").unwrap();
     heap.strdup(msg, "child").unwrap();
     let before = snapshot(&heap, parent);
-    match sender.send(&mut heap, msg, |_, _| panic!("must not run")) {
+    match sender.send(&mut heap, msg, |_, _| -> () { panic!("must not run") }) {
         Err(SendError::Gone { data }) => {
             assert_eq!(data, msg, "noticed before the data left: same handle");
             assert_eq!(&heap[data], "back");
@@ -794,11 +796,11 @@ fn e11_send_after_proxy_freed_is_gone_with_the_data_back() {
 fn e11_send_after_loop_dropped_is_gone_with_the_data_back() {
     let (ev, _proxy, sender) = dest();
     drop(ev);
-    assert!(!sender.is_open());
+    assert!(!sender.is_alive());
     let h = thread::spawn(move || {
         let mut heap = Talloc::new();
         let msg = heap.alloc(None, [1u8; 16]).unwrap();
-        match sender.send(&mut heap, msg, |_, _| panic!("must not run")) {
+        match sender.send(&mut heap, msg, |_, _| -> () { panic!("must not run") }) {
             Err(SendError::Gone { data }) => assert_eq!(heap[data], [1u8; 16]),
             other => panic!("{other:?}"),
         }
@@ -884,7 +886,7 @@ fn e11_dropping_the_loop_frees_queued_data_on_its_thread() {
             )
             .unwrap();
         sender
-            .send(&mut heap, msg, |_, _| panic!("must not run"))
+            .send(&mut heap, msg, |_, _| -> () { panic!("must not run") })
             .unwrap();
     }
     assert_eq!(heap.live_objects(), 0);
@@ -893,7 +895,7 @@ fn e11_dropping_the_loop_frees_queued_data_on_its_thread() {
     let entries = log.entries();
     assert_eq!(entries.len(), 5);
     assert!(entries.iter().all(|&(_, t)| t == dest_id));
-    assert!(!sender.is_open());
+    assert!(!sender.is_alive());
 }
 
 // ---------------------------------------------------------------------
@@ -1275,4 +1277,56 @@ fn multi_tevent_threaded_1() {
         t.join().unwrap();
     }
     assert_eq!(ev.heap().live_objects(), base);
+}
+
+/// A delivery handler (in both conventions) may fail: its error comes out
+/// of the destination's `loop_once`, after the delivery was freed; the
+/// destination's error hook sees it first when one is set.
+#[test]
+fn a_failing_delivery_handler_is_reported_on_the_destination() {
+    let mut dest = Context::new().unwrap();
+    dest.set_wait_timeout(Duration::from_secs(5));
+    let sender = ThreadProxy::new(&mut dest, None)
+        .unwrap()
+        .sender(&dest)
+        .unwrap();
+    let base = dest.heap().live_objects();
+    let s = sender.clone();
+    thread::spawn(move || {
+        let mut heap = Talloc::new();
+        let msg = heap.strdup(None, "not a number").unwrap();
+        s.send(&mut heap, msg, |ev, msg| {
+            let n: u32 = ev.heap().get(msg)?.parse()?;
+            let _ = n;
+            Ok(())
+        })
+        .unwrap();
+        let mut ev = Context::new().unwrap();
+        let im = ev.create_immediate(None).unwrap();
+        let msg = ev.heap_mut().strdup(None, "x").unwrap();
+        s.schedule(&mut ev, im, msg, |_, _, _| {
+            Err("refused by the handler".into())
+        })
+        .unwrap();
+    })
+    .join()
+    .unwrap();
+    let message = |e: tevent::Error| match e {
+        tevent::Error::Callback(f) => f.error().to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        message(dest.loop_once().unwrap_err()),
+        "invalid digit found in string"
+    );
+    assert_eq!(dest.heap().live_objects(), base, "the delivery was freed");
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s2 = seen.clone();
+    dest.set_error_hook(move |_, e| {
+        s2.borrow_mut().push(e.to_string());
+        Ok(())
+    });
+    dest.loop_once().unwrap();
+    assert_eq!(*seen.borrow(), ["refused by the handler"]);
+    assert_eq!(dest.heap().live_objects(), base);
 }

@@ -249,7 +249,7 @@ fn mesh(loops: usize, each: u64) {
         t.join().unwrap();
     }
     // Every loop is gone now.
-    assert!(book.iter().all(|s| !s.get().unwrap().0.is_open()));
+    assert!(book.iter().all(|s| !s.get().unwrap().0.is_alive()));
 }
 
 #[test]
@@ -382,7 +382,7 @@ fn mid_flight(kill: Kill, senders: usize, after: u64) {
                 loop {
                     if seq >= CAP {
                         // Enough queued: wait for the destination to go.
-                        while sender.is_open() {
+                        while sender.is_alive() {
                             thread::sleep(Duration::from_millis(1));
                         }
                     }
@@ -434,7 +434,7 @@ fn mid_flight(kill: Kill, senders: usize, after: u64) {
         attempts.push(t.join().expect("no panic in a sender"));
     }
     let dest_id = dest.join().expect("no panic on the destination");
-    assert!(!sender.is_open());
+    assert!(!sender.is_alive());
 
     let ledger = ledger.0.lock().unwrap();
     let mut fates: HashMap<(usize, u64), (Fate, ThreadId)> = HashMap::new();
@@ -582,7 +582,7 @@ fn fault_handler_panics() {
     heap.alloc(msg, probe(2)).unwrap();
     let _ = keep;
     sender
-        .send(&mut heap, msg, move |ev, msg| {
+        .send(&mut heap, msg, move |ev, msg| -> () {
             let kept = ev
                 .heap()
                 .children(msg)
@@ -621,7 +621,7 @@ fn fault_handler_panics() {
     // The loop keeps working: the next message, then new ones.
     ev.loop_once().unwrap();
     assert!(seen.load(Ordering::Relaxed));
-    assert!(sender.is_open());
+    assert!(sender.is_alive());
     let again = Arc::new(AtomicBool::new(false));
     let a = again.clone();
     let msg = heap.strdup(None, "after").unwrap();
@@ -646,7 +646,7 @@ fn fault_handler_panics_in_c_convention() {
     let im = ev.create_immediate(None).unwrap();
     let msg = ev.heap_mut().strdup(None, "x").unwrap();
     sender
-        .schedule(&mut ev, im, msg, |_, _, _| {
+        .schedule(&mut ev, im, msg, |_, _, _| -> () {
             panic!("schedule handler failure")
         })
         .unwrap();
@@ -759,7 +759,7 @@ fn fault_undelivered_data_freed_on_destination_in_a_race() {
             )
             .unwrap();
         start.wait();
-        match sender.send(&mut heap, msg, |_, _| panic!("never delivered")) {
+        match sender.send(&mut heap, msg, |_, _| -> () { panic!("never delivered") }) {
             Ok(()) => {}
             Err(SendError::Gone { data }) => {
                 heap[data].handed_back = true;

@@ -1,8 +1,8 @@
-//! `ThreadedContext`: rule E12 as our design states it, and the C test
-//! `multi_tevent_threaded_2`.
+//! `Remote` as C's threaded context (`tevent_threaded_context`): rule E12 as
+//! our design states it, and the C test `multi_tevent_threaded_2`.
 //!
 //! Departures from C, on purpose: scheduling after the loop is gone is
-//! [`Gone`] with the closure handed back (C: a silent no-op); an immediate
+//! `ScheduleError` with the closure handed back (C: a silent no-op); an immediate
 //! freed on the loop while its threaded schedule is queued simply does not
 //! run (C aborts).
 
@@ -11,8 +11,8 @@ use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
+use tevent::Remote;
 use tevent::{Context, Immediate};
-use tevent_thread::{Gone, ThreadedContext};
 
 /// Runs `ev` until `done`, failing after 10 s.
 fn run_until(ev: &mut Context, what: &str, mut done: impl FnMut(&mut Context) -> bool) {
@@ -46,19 +46,19 @@ impl Drop for Token {
 #[test]
 fn e12_handles_are_send_sync_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}
-    check::<ThreadedContext>();
+    check::<Remote>();
     check::<Immediate>();
     let mut ev = Context::new().unwrap();
-    let tctx = ThreadedContext::new(&mut ev).unwrap();
+    let tctx = ev.remote().unwrap();
     let t2 = tctx.clone();
     assert!(t2.is_alive());
-    assert!(format!("{tctx:?}").contains("ThreadedContext"));
+    assert!(format!("{tctx:?}").contains("Remote"));
 }
 
 #[test]
 fn e12_closures_run_on_the_loop_thread_in_order() {
     let mut ev = Context::new().unwrap();
-    let tctx = ThreadedContext::new(&mut ev).unwrap();
+    let tctx = ev.remote().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let l = log.clone();
     thread::spawn(move || {
@@ -83,7 +83,7 @@ fn e12_closures_run_on_the_loop_thread_in_order() {
 #[test]
 fn e12_fifo_per_sender_with_concurrent_senders() {
     let mut ev = Context::new().unwrap();
-    let tctx = ThreadedContext::new(&mut ev).unwrap();
+    let tctx = ev.remote().unwrap();
     const SENDERS: usize = 4;
     const EACH: usize = 1000;
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -116,7 +116,7 @@ fn e12_fifo_per_sender_with_concurrent_senders() {
 #[test]
 fn e12_closure_gets_the_loop_context() {
     let mut ev = Context::new().unwrap();
-    let tctx = ThreadedContext::new(&mut ev).unwrap();
+    let tctx = ev.remote().unwrap();
     let inbox = ev.heap_mut().new_context(None).unwrap();
     thread::spawn(move || {
         tctx.schedule(move |ev| {
@@ -134,7 +134,7 @@ fn e12_closure_gets_the_loop_context() {
 #[test]
 fn e12_schedule_after_the_loop_is_gone_hands_the_closure_back() {
     let mut ev = Context::new().unwrap();
-    let tctx = ThreadedContext::new(&mut ev).unwrap();
+    let tctx = ev.remote().unwrap();
     drop(ev);
     assert!(!tctx.is_alive());
     let ran = Arc::new(AtomicUsize::new(0));
@@ -144,10 +144,10 @@ fn e12_schedule_after_the_loop_is_gone_hands_the_closure_back() {
             r.fetch_add(1, Ordering::Relaxed);
         })
         .unwrap_err();
-    assert_eq!(err.to_string(), "the destination loop is gone");
-    assert_eq!(format!("{err:?}"), "Gone(..)");
+    assert_eq!(err.to_string(), "the event context is gone");
+    assert_eq!(format!("{err:?}"), "ScheduleError(..)");
     // The closure came back whole: run it here.
-    let Gone(f) = err;
+    let f = err.into_inner();
     let mut other = Context::new().unwrap();
     f(&mut other);
     assert_eq!(ran.load(Ordering::Relaxed), 1);
@@ -156,7 +156,7 @@ fn e12_schedule_after_the_loop_is_gone_hands_the_closure_back() {
 #[test]
 fn e12_schedule_immediate_after_the_loop_is_gone() {
     let mut ev = Context::new().unwrap();
-    let tctx = ThreadedContext::new(&mut ev).unwrap();
+    let tctx = ev.remote().unwrap();
     let im = ev.create_immediate(None).unwrap();
     drop(ev);
     let d = Dropped::default();
@@ -176,7 +176,7 @@ fn e12_queued_closures_are_dropped_with_the_loop() {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let dest = thread::spawn(move || {
         let mut ev = Context::new().unwrap();
-        tx.send(ThreadedContext::new(&mut ev).unwrap()).unwrap();
+        tx.send(ev.remote().unwrap()).unwrap();
         go_rx.recv().unwrap();
         drop(ev);
         thread::current().id()
@@ -184,7 +184,7 @@ fn e12_queued_closures_are_dropped_with_the_loop() {
     let tctx = rx.recv().unwrap();
     for _ in 0..5 {
         let tok = Token(d.clone());
-        tctx.schedule(move |_| {
+        tctx.schedule(move |_| -> () {
             let _keep = &tok;
             panic!("must not run")
         })
@@ -204,7 +204,7 @@ fn e12_queued_closures_are_dropped_with_the_loop() {
 #[test]
 fn e12_schedule_immediate_runs_the_loops_own_immediate() {
     let mut ev = Context::new().unwrap();
-    let tctx = ThreadedContext::new(&mut ev).unwrap();
+    let tctx = ev.remote().unwrap();
     let owner = ev.heap_mut().new_context(None).unwrap();
     let im = ev.create_immediate(owner).unwrap();
     let got = Arc::new(Mutex::new(None));
@@ -239,13 +239,13 @@ fn e12_freed_immediate_does_not_run_and_its_handler_is_dropped() {
     // C aborts when a queued threaded immediate is freed; here the handler
     // is dropped, not run.
     let mut ev = Context::new().unwrap();
-    let tctx = ThreadedContext::new(&mut ev).unwrap();
+    let tctx = ev.remote().unwrap();
     let owner = ev.heap_mut().new_context(None).unwrap();
     let im = ev.create_immediate(owner).unwrap();
     let d = Dropped::default();
     let tok = Token(d.clone());
     thread::spawn(move || {
-        tctx.schedule_immediate(im, move |_, _| {
+        tctx.schedule_immediate(im, move |_, _| -> () {
             let _keep = &tok;
             panic!("a freed immediate ran")
         })
@@ -262,10 +262,10 @@ fn e12_freed_immediate_does_not_run_and_its_handler_is_dropped() {
 #[test]
 fn e12_handler_panic_reaches_loop_once_and_the_loop_goes_on() {
     let mut ev = Context::new().unwrap();
-    let tctx = ThreadedContext::new(&mut ev).unwrap();
+    let tctx = ev.remote().unwrap();
     let ran = Arc::new(AtomicUsize::new(0));
     let r = ran.clone();
-    tctx.schedule(|_| panic!("boom in a threaded closure"))
+    tctx.schedule(|_| -> () { panic!("boom in a threaded closure") })
         .unwrap();
     tctx.schedule(move |_| {
         r.fetch_add(1, Ordering::Relaxed);
@@ -286,7 +286,7 @@ fn e12_handler_panic_reaches_loop_once_and_the_loop_goes_on() {
 
 fn wakes_a_blocked_loop(backend: &str) {
     let mut ev = Context::with_backend(backend).unwrap();
-    let tctx = ThreadedContext::new(&mut ev).unwrap();
+    let tctx = ev.remote().unwrap();
     ev.set_wait_timeout(Duration::from_secs(30));
     let got = Arc::new(AtomicUsize::new(0));
     let g = got.clone();
@@ -327,7 +327,7 @@ fn e13_schedule_wakes_a_blocked_poll_loop() {
 fn multi_tevent_threaded_2() {
     const THREADS: usize = 100;
     let mut ev = Context::new().unwrap();
-    let tctx = ThreadedContext::new(&mut ev).unwrap();
+    let tctx = ev.remote().unwrap();
     let ims: Vec<Immediate> = (0..THREADS)
         .map(|_| ev.create_immediate(None).unwrap())
         .collect();

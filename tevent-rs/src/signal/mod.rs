@@ -26,6 +26,7 @@ use std::rc::Rc;
 use talloc::{AnyPtr, IntoParent, Ptr};
 
 use crate::backend::Internal;
+use crate::callback::HandlerResult;
 use crate::registry::Registry;
 use crate::slab::{Id, Slab};
 use crate::trace::{self, EventTrace, TracedEvent};
@@ -424,15 +425,16 @@ impl Context {
     /// # ev.heap_mut().free(se.erase())?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn add_signal<C>(
+    pub fn add_signal<C, R>(
         &mut self,
         parent: impl IntoParent,
         signum: impl SignalNumber,
         flags: SaFlags,
-        cb: C,
+        mut cb: C,
     ) -> Result<SignalEvent, Error>
     where
-        C: FnMut(&mut Context, SignalEvent, Delivery) + 'static,
+        C: FnMut(&mut Context, SignalEvent, Delivery) -> R + 'static,
+        R: HandlerResult,
     {
         let n = signum.signum();
         let signal = match Signal::new(n) {
@@ -455,7 +457,10 @@ impl Context {
             let mut reg = self.reg.borrow_mut();
             if let Some(e) = reg.sigs.slab.get_mut(id) {
                 e.node = Some(ptr);
-                e.cb = Some(Box::new(cb));
+                e.cb = Some(Box::new(move |ev, se, d| {
+                    let r = cb(ev, se, d);
+                    ev.handled(r)
+                }));
             }
             reg.wrappers.bind(ptr.erase());
         }
