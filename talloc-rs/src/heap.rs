@@ -146,6 +146,10 @@ pub struct Talloc {
     /// Number of live memory limits: while 0, allocation skips the check.
     pub(crate) limits: usize,
     pub(crate) leak_report: Option<crate::report::LeakReport>,
+    /// The newest top-level object: the top level is one more child list,
+    /// of C's null context, so [`top_level`](Talloc::top_level) walks it
+    /// without scanning the slots.
+    pub(crate) top: u32,
     _single_thread: PhantomData<*mut ()>,
 }
 
@@ -212,6 +216,7 @@ impl Talloc {
             rare_free: Vec::new(),
             limits: 0,
             leak_report: None,
+            top: NIL,
             _single_thread: PhantomData,
         })
     }
@@ -347,11 +352,12 @@ impl Talloc {
 
     // ----- links ---------------------------------------------------------
 
-    /// Puts an unlinked node at the head of `parent`'s children.
+    /// Puts an unlinked node at the head of `parent`'s children (of the
+    /// top level for NIL).
     #[inline(always)]
     pub(crate) fn link(&mut self, parent: u32, slot: u32) {
         let head = if parent == NIL {
-            NIL
+            std::mem::replace(&mut self.top, slot)
         } else {
             let p = self.slots.node_mut(parent);
             std::mem::replace(&mut p.child, slot)
@@ -365,7 +371,7 @@ impl Talloc {
         }
     }
 
-    /// Takes a node out of its parent's child list.
+    /// Takes a node out of its parent's child list (or the top level's).
     #[inline(always)]
     pub(crate) fn unlink_node(&mut self, slot: u32) {
         let n = self.slots.node_mut(slot);
@@ -377,6 +383,8 @@ impl Talloc {
             self.slots.node_mut(prev).next = next;
         } else if parent != NIL {
             self.slots.node_mut(parent).child = next;
+        } else if self.top == slot {
+            self.top = next;
         }
         if next != NIL {
             self.slots.node_mut(next).prev = prev;

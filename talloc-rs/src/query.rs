@@ -88,20 +88,22 @@ impl Talloc {
     }
 
     /// Every top-level object of the heap (children of C's null context),
-    /// in slot order.
+    /// newest first, as any parent's children. It walks the top level's own
+    /// list: the cost is the number of top-level objects, not of the heap.
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let a = heap.new_context(None)?;
     /// heap.alloc(a, 1u8)?;
-    /// assert_eq!(heap.top_level().collect::<Vec<_>>(), [a.erase()]);
+    /// let b = heap.new_context(None)?;
+    /// assert_eq!(heap.top_level().collect::<Vec<_>>(), [b.erase(), a.erase()]);
     /// # Ok::<(), talloc::Error>(())
     /// ```
-    pub fn top_level(&self) -> impl Iterator<Item = AnyPtr> + '_ {
-        (0..self.slots.high()).filter_map(move |s| {
-            let n = self.slots.node(s);
-            (n.is_live() && n.parent == NIL && !n.has(flag::FREEING)).then(|| self.any(s))
-        })
+    pub fn top_level(&self) -> Children<'_> {
+        Children {
+            heap: self,
+            next: self.top,
+        }
     }
 
     /// Whether `ancestor` is `p` or one of its ancestors. This is C's

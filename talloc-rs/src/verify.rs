@@ -151,6 +151,12 @@ impl Talloc {
     pub fn verify(&self) -> Result<(), Violation> {
         let high = self.slots.high();
         let live = |s: u32| s < high && self.slots.node(s).is_live();
+        if self.top != NIL && (!live(self.top) || self.slots.node(self.top).parent != NIL) {
+            return Err(Violation::BrokenLink {
+                object: self.any(self.top),
+                link: "top level",
+            });
+        }
         let mut recorded = 0usize;
         let mut pool_counts: std::collections::HashMap<u32, u32> = Default::default();
         for slot in 0..high {
@@ -183,8 +189,9 @@ impl Talloc {
             if n.child != NIL && (!live(n.child) || self.slots.node(n.child).parent != slot) {
                 return broken("child");
             }
-            if n.parent == NIL && (n.prev != NIL || n.next != NIL) {
-                return broken("top-level siblings");
+            // A top-level object first in its list is the top level's head.
+            if n.parent == NIL && n.prev == NIL && self.top != slot {
+                return broken("top-level head");
             }
             let rare = self.rare(slot);
             let flag_err = |flag| Err(Violation::Flag { object: me, flag });
