@@ -1,6 +1,6 @@
 //! Questions about the tree: parents, children, sizes.
 
-use crate::storage::{flag, NIL};
+use crate::storage::NIL;
 use crate::{AnyPtr, Error, Talloc};
 
 /// The children of an object, newest first (C's order); see
