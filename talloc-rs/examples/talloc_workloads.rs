@@ -24,7 +24,7 @@
 //! After each repetition the heap must be empty.
 //!
 //! C's `talloc_size(ctx, n)` (uninitialised memory) maps to
-//! [`Talloc::zeroed`]: talloc-rs memory is always initialised, so the Rust
+//! [`Talloc::alloc_zeroed`]: talloc-rs memory is always initialised, so the Rust
 //! side also pays for zeroing the bytes.
 
 use std::error::Error;
@@ -73,7 +73,7 @@ fn talloc_alloc_free_flat(heap: &mut Talloc, n: u64) -> Res<Timed> {
     let parent = heap.new_context(None)?;
     let ((), ns) = timed(|| {
         for _ in 0..n {
-            heap.zeroed(parent, 32)?;
+            heap.alloc_zeroed(parent, 32)?;
         }
         heap.free(parent)?;
         Ok(())
@@ -112,7 +112,7 @@ fn tree_build(
     depth_left: u64,
     count: &mut u64,
 ) -> Res<Ptr<[u8]>> {
-    let node = heap.zeroed(parent, 32)?;
+    let node = heap.alloc_zeroed(parent, 32)?;
     *count += 1;
     if depth_left > 0 {
         for _ in 0..TREE_FANOUT {
@@ -144,13 +144,13 @@ fn talloc_churn(heap: &mut Talloc, n: u64) -> Res<Timed> {
     let parent = heap.new_context(None)?;
     let mut ring = Vec::with_capacity(CHURN_WINDOW);
     for _ in 0..CHURN_WINDOW {
-        ring.push(heap.zeroed(parent, 32)?);
+        ring.push(heap.alloc_zeroed(parent, 32)?);
     }
     let ((), ns) = timed(|| {
         for i in 0..n {
             let j = (i % CHURN_WINDOW as u64) as usize;
             heap.free(ring[j])?;
-            ring[j] = heap.zeroed(parent, 32)?;
+            ring[j] = heap.alloc_zeroed(parent, 32)?;
         }
         Ok(())
     })?;
@@ -166,7 +166,7 @@ fn talloc_steal(heap: &mut Talloc, n: u64) -> Res<Timed> {
     let b = heap.new_context(None)?;
     let mut kids = Vec::with_capacity(STEAL_CHILDREN as usize);
     for _ in 0..STEAL_CHILDREN {
-        kids.push(heap.zeroed(a, 32)?);
+        kids.push(heap.alloc_zeroed(a, 32)?);
     }
     let ((), ns) = timed(|| {
         for i in 0..n {
@@ -208,7 +208,7 @@ fn talloc_destructor_free(heap: &mut Talloc, n: u64) -> Res<Timed> {
     DESTRUCTOR_CALLS.store(0, Relaxed);
     let ((), ns) = timed(|| {
         for _ in 0..n {
-            let c = heap.zeroed(parent, 32)?;
+            let c = heap.alloc_zeroed(parent, 32)?;
             heap.set_destructor(c, count_destructor)?;
         }
         heap.free(parent)?;
@@ -238,7 +238,7 @@ fn pool_common(heap: &mut Talloc, n: u64, pool_size: usize) -> Res<Timed> {
             let batch = POOL_BATCH.min(n - done);
             objs.clear();
             for _ in 0..batch {
-                objs.push(heap.zeroed(ctx, POOL_OBJ)?);
+                objs.push(heap.alloc_zeroed(ctx, POOL_OBJ)?);
             }
             for &o in &objs {
                 heap.free(o)?;
@@ -272,7 +272,7 @@ fn pool_note(pool_size: usize) -> Res<()> {
     let mut objs = Vec::with_capacity(POOL_BATCH as usize);
     let mut inside = 0;
     for _ in 0..POOL_BATCH {
-        let p = heap.zeroed(pool, POOL_OBJ)?;
+        let p = heap.alloc_zeroed(pool, POOL_OBJ)?;
         inside += u32::from(heap.is_pooled(p)?);
         objs.push(p);
     }

@@ -34,9 +34,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     for (i, user) in ["alice", "bob"].into_iter().enumerate() {
         let conn = heap.alloc(server, Connection { fd: 10 + i as i32 })?;
         heap.set_name(conn, format_args!("connection {}", i + 1))?; // a ".name" child, as in C
-        let buf = heap.zeroed(conn, 4096)?;
+        let buf = heap.alloc_zeroed(conn, 4096)?;
         heap.set_name_const(buf, "read buffer")?;
-        heap.strdup(conn, user)?; // a string is named by its text, as in C
+        heap.alloc_str(conn, user)?; // a string is named by its text, as in C
         conns.push((conn, buf));
     }
     let (conn1, buf1) = conns[0];

@@ -85,10 +85,10 @@ impl Talloc {
     /// use talloc::Talloc;
     /// let mut heap = Talloc::new();
     /// let log = Rc::new(RefCell::new(Vec::new()));
-    /// let p = heap.strdup(None, "P")?;
-    /// let c1 = heap.strdup(p, "C1")?;
-    /// let c2 = heap.strdup(p, "C2")?;
-    /// let g1 = heap.strdup(c1, "G1")?;
+    /// let p = heap.alloc_str(None, "P")?;
+    /// let c1 = heap.alloc_str(p, "C1")?;
+    /// let c2 = heap.alloc_str(p, "C2")?;
+    /// let g1 = heap.alloc_str(c1, "G1")?;
     /// for x in [p, c1, c2, g1] {
     ///     let log = log.clone();
     ///     heap.set_destructor(x, move |heap, me| {
@@ -187,8 +187,8 @@ impl Talloc {
     /// # let mut heap = talloc::Talloc::new();
     /// let p = heap.new_context(None)?;
     /// heap.set_name(p, format_args!("conn {}", 1))?;
-    /// heap.zeroed(p, 10)?;
-    /// heap.zeroed(p, 10)?;
+    /// heap.alloc_zeroed(p, 10)?;
+    /// heap.alloc_zeroed(p, 10)?;
     /// heap.free_children(p)?;
     /// assert_eq!(heap.name(p)?, "conn 1");
     /// assert_eq!(heap.total_blocks(p)?, 2); // p and its name
@@ -552,7 +552,7 @@ impl Talloc {
     /// use talloc::{Talloc, Refused};
     /// let mut heap = Talloc::new();
     /// let top = heap.new_context(None)?;
-    /// let keep = heap.strdup(top, "precious")?;
+    /// let keep = heap.alloc_str(top, "precious")?;
     /// heap.set_destructor(keep, |_, _| Err(Refused))?;
     /// heap.free(top)?;                  // the child refuses and survives
     /// assert_eq!(heap.parent(keep)?, None);

@@ -131,8 +131,8 @@ pub struct Pool(());
 /// let mut heap = Talloc::new();
 /// let conn = heap.new_context(None)?;
 /// heap.set_name_const(conn, "connection")?;
-/// let buf = heap.zeroed(conn, 4096)?;
-/// let user = heap.strdup(conn, "alice")?;
+/// let buf = heap.alloc_zeroed(conn, 4096)?;
+/// let user = heap.alloc_str(conn, "alice")?;
 /// assert_eq!(heap.total_blocks(conn)?, 3);
 /// heap.free(conn)?;                      // buf and user go too
 /// assert!(heap.get(user).is_err());
@@ -534,17 +534,23 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let b = heap.zeroed(None, 16)?;
+    /// let b = heap.alloc_zeroed(None, 16)?;
     /// assert_eq!(&heap[b], &[0u8; 16]);
     /// assert_eq!(heap.size(b)?, 16);
     /// # Ok::<(), talloc::Error>(())
     /// ```
     #[inline]
-    pub fn zeroed(&mut self, parent: impl IntoParent, size: usize) -> Result<Ptr<[u8]>, Error> {
+    #[doc(alias = "talloc_zero_size")]
+    #[doc(alias = "talloc_size")]
+    pub fn alloc_zeroed(
+        &mut self,
+        parent: impl IntoParent,
+        size: usize,
+    ) -> Result<Ptr<[u8]>, Error> {
         self.zeroed_in(parent.into_parent(), size)
     }
 
-    /// The body of [`zeroed`](Talloc::zeroed): one function, compiled (and
+    /// The body of [`alloc_zeroed`](Talloc::alloc_zeroed): one function, compiled (and
     /// inlined into) here, whatever the caller's crate inlines.
     fn zeroed_in(&mut self, parent: Option<AnyPtr>, size: usize) -> Result<Ptr<[u8]>, Error> {
         let (parent, pool) = self.home(parent)?;
@@ -591,11 +597,12 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let d = heap.memdup(None, b"abc")?;
+    /// let d = heap.alloc_slice(None, b"abc")?;
     /// assert_eq!(&heap[d], b"abc");
     /// # Ok::<(), talloc::Error>(())
     /// ```
-    pub fn memdup<T: Clone + Send + 'static>(
+    #[doc(alias = "talloc_memdup")]
+    pub fn alloc_slice<T: Clone + Send + 'static>(
         &mut self,
         parent: impl IntoParent,
         src: &[T],
@@ -607,12 +614,13 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let s = heap.strdup(None, "hello")?;
+    /// let s = heap.alloc_str(None, "hello")?;
     /// assert_eq!(&heap[s], "hello");
     /// assert_eq!(heap.size(s)?, 6);
     /// # Ok::<(), talloc::Error>(())
     /// ```
-    pub fn strdup(&mut self, parent: impl IntoParent, s: &str) -> Result<Ptr<str>, Error> {
+    #[doc(alias = "talloc_strdup")]
+    pub fn alloc_str(&mut self, parent: impl IntoParent, s: &str) -> Result<Ptr<str>, Error> {
         let (parent, pool) = self.home(parent.into_parent())?;
         let slot = self.slots.insert_str(s, 0, pool)?;
         self.adopt(parent, slot)
@@ -624,11 +632,12 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let s = heap.strndup(None, "hello", 3)?;
+    /// let s = heap.alloc_str_prefix(None, "hello", 3)?;
     /// assert_eq!(&heap[s], "hel");
     /// # Ok::<(), talloc::Error>(())
     /// ```
-    pub fn strndup(
+    #[doc(alias = "talloc_strndup")]
+    pub fn alloc_str_prefix(
         &mut self,
         parent: impl IntoParent,
         s: &str,
@@ -636,25 +645,27 @@ impl Talloc {
     ) -> Result<Ptr<str>, Error> {
         let n = n.min(s.len());
         let head = s.get(..n).ok_or(Error::NotCharBoundary)?;
-        self.strdup(parent, head)
+        self.alloc_str(parent, head)
     }
 
-    /// A formatted string (`talloc_asprintf`).
+    /// A formatted string (`talloc_asprintf`); [`alloc_format!`](crate::alloc_format)
+    /// writes the same call as `format!` does.
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let s = heap.asprintf(None, format_args!("{}-{}", 1, 2))?;
+    /// let s = heap.alloc_fmt(None, format_args!("{}-{}", 1, 2))?;
     /// assert_eq!(&heap[s], "1-2");
     /// # Ok::<(), talloc::Error>(())
     /// ```
-    pub fn asprintf(
+    #[doc(alias = "talloc_asprintf")]
+    pub fn alloc_fmt(
         &mut self,
         parent: impl IntoParent,
         args: fmt::Arguments<'_>,
     ) -> Result<Ptr<str>, Error> {
         match args.as_str() {
-            Some(s) => self.strdup(parent, s),
-            None => self.strdup(parent, &fmt::format(args)),
+            Some(s) => self.alloc_str(parent, s),
+            None => self.alloc_str(parent, &fmt::format(args)),
         }
     }
 
@@ -663,7 +674,7 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let s = heap.strdup(None, "foo")?;
+    /// let s = heap.alloc_str(None, "foo")?;
     /// heap.str_append(s, "bar")?;
     /// assert_eq!(&heap[s], "foobar");
     /// # Ok::<(), talloc::Error>(())
@@ -678,7 +689,7 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let s = heap.strdup(None, "n=")?;
+    /// let s = heap.alloc_str(None, "n=")?;
     /// heap.str_append_fmt(s, format_args!("{}", 42))?;
     /// assert_eq!(&heap[s], "n=42");
     /// # Ok::<(), talloc::Error>(())
@@ -697,7 +708,7 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let a = heap.memdup(None, &[1, 2])?;
+    /// let a = heap.alloc_slice(None, &[1, 2])?;
     /// heap.realloc_with(a, 4, |i| i as i32 * 10)?;
     /// assert_eq!(&heap[a], &[1, 2, 20, 30]);
     /// heap.realloc_with(a, 1, |_| 0)?;
@@ -719,7 +730,7 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let a = heap.zeroed(None, 2)?;
+    /// let a = heap.alloc_zeroed(None, 2)?;
     /// heap.realloc(a, 100)?;
     /// assert_eq!(heap.size(a)?, 100);
     /// # Ok::<(), talloc::Error>(())
@@ -781,7 +792,7 @@ impl Talloc {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let pool = heap.pool(None, 1 << 20)?;
-    /// let s = heap.strdup(pool, "carved from the pool")?;
+    /// let s = heap.alloc_str(pool, "carved from the pool")?;
     /// assert!(heap.is_pooled(s)?);
     /// # Ok::<(), talloc::Error>(())
     /// ```
@@ -815,7 +826,7 @@ impl Talloc {
     /// # let mut heap = talloc::Talloc::new();
     /// struct Req { id: u32 }
     /// let r = heap.pooled_object(None, Req { id: 7 }, 2, 64)?;
-    /// let name = heap.strdup(r, "req-7")?;
+    /// let name = heap.alloc_str(r, "req-7")?;
     /// assert!(heap.is_pooled(name)?);
     /// assert_eq!(heap[r].id, 7);
     /// # Ok::<(), talloc::Error>(())

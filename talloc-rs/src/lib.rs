@@ -13,8 +13,8 @@
 //!
 //! let mut heap = Talloc::new();
 //! let server = heap.new_context(None)?;
-//! let conn = heap.strdup(server, "conn 1")?;
-//! let buf = heap.zeroed(conn, 512)?;
+//! let conn = heap.alloc_str(server, "conn 1")?;
+//! let buf = heap.alloc_zeroed(conn, 512)?;
 //! heap.steal(None, buf)?;            // keep the buffer beyond the connection
 //! heap.free(server)?;                // conn goes, buf stays
 //! assert!(heap.get(conn).is_err());
@@ -29,7 +29,9 @@
 //! - values back out: [`Talloc::take`], [`Talloc::replace`];
 //! - reparenting and references: [`Talloc::steal`], [`Talloc::reference`];
 //! - names and types: [`Talloc::name`], [`Talloc::downcast`];
-//! - queries and sizes: [`Talloc::children`], [`Talloc::total_size`];
+//! - queries and sizes: [`Talloc::parent`], [`Talloc::total_size`];
+//! - walking the tree: [`Talloc::children`], [`Talloc::ancestors`],
+//!   [`Talloc::descendants`], narrowed to a type with `of_type`;
 //! - pools and memory limits: [`Talloc::pool`], [`Talloc::set_memlimit`];
 //! - reports: [`Talloc::report_full`], [`Talloc::dot`], [`LeakReport`];
 //! - the invariant checker for property tests: [`Talloc::verify`];
@@ -41,6 +43,7 @@
 mod error;
 mod free;
 mod heap;
+mod iter;
 mod limit;
 mod names;
 mod parcel;
@@ -52,17 +55,39 @@ mod take;
 mod tree;
 mod verify;
 
+/// A formatted string in the heap, as `format!` writes it
+/// (`talloc_asprintf`): `alloc_format!(heap, parent, "...", args...)` is
+/// [`heap.alloc_fmt(parent, format_args!("...", args...))`](Talloc::alloc_fmt).
+///
+/// ```
+/// use talloc::{alloc_format, Talloc};
+/// let mut heap = Talloc::new();
+/// let conn = heap.new_context(None)?;
+/// let (user, port) = ("alice", 445);
+/// let label = alloc_format!(heap, conn, "{user}@{port}")?;
+/// assert_eq!(&heap[label], "alice@445");
+/// assert_eq!(heap.parent(label)?, Some(conn.erase()));
+/// # Ok::<(), talloc::Error>(())
+/// ```
+#[macro_export]
+#[doc(alias = "talloc_asprintf")]
+macro_rules! alloc_format {
+    ($heap:expr, $parent:expr, $($fmt:tt)+) => {
+        $heap.alloc_fmt($parent, ::std::format_args!($($fmt)+))
+    };
+}
+
 #[cfg(feature = "proptest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "proptest")))]
 pub mod strategy;
 
 pub use error::{AllocError, Error};
 pub use heap::{DestructorResult, Pool, PoolUsage, Refused, Talloc};
+pub use iter::{Ancestors, Children, Descendants, OfType};
 pub use limit::MemLimit;
 pub use names::{NAME_CHUNK_NAME, REFERENCE_NAME};
 pub use parcel::{AttachError, DetachError, Parcel, TransferError, TransferRule};
 pub use ptr::{AnyPtr, IntoParent, Ptr};
-pub use query::Children;
 pub use report::{LeakReport, ReportEntry};
 pub use storage::Object;
 pub use verify::Violation;

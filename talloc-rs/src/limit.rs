@@ -32,10 +32,10 @@ impl Talloc {
     /// let mut heap = Talloc::new();
     /// let ctx = heap.new_context(None)?;
     /// heap.set_memlimit(ctx, 100)?;
-    /// heap.zeroed(ctx, 60)?;
-    /// assert!(matches!(heap.zeroed(ctx, 60), Err(Error::MemoryLimit { .. })));
+    /// heap.alloc_zeroed(ctx, 60)?;
+    /// assert!(matches!(heap.alloc_zeroed(ctx, 60), Err(Error::MemoryLimit { .. })));
     /// heap.set_memlimit(ctx, 0)?;
-    /// heap.zeroed(ctx, 60)?;
+    /// heap.alloc_zeroed(ctx, 60)?;
     /// # Ok::<(), Error>(())
     /// ```
     pub fn set_memlimit(&mut self, ctx: impl Into<AnyPtr>, max: usize) -> Result<(), Error> {
@@ -66,7 +66,7 @@ impl Talloc {
     /// # let mut heap = talloc::Talloc::new();
     /// let ctx = heap.new_context(None)?;
     /// heap.set_memlimit(ctx, 1000)?;
-    /// heap.zeroed(ctx, 10)?;
+    /// heap.alloc_zeroed(ctx, 10)?;
     /// assert_eq!(heap.memlimit(ctx)?, Some(MemLimit { max: 1000, used: 10 }));
     /// # Ok::<(), talloc::Error>(())
     /// ```

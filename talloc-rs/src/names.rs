@@ -14,7 +14,7 @@ use crate::{AnyPtr, Error, Ptr, Talloc};
 /// ```
 /// use talloc::{Talloc, REFERENCE_NAME};
 /// let mut heap = Talloc::new();
-/// let data = heap.strdup(None, "shared")?;
+/// let data = heap.alloc_str(None, "shared")?;
 /// let owner = heap.new_context(None)?;
 /// heap.reference(owner, data)?;
 /// let handle = heap.children(owner)?.next().unwrap();
@@ -119,7 +119,7 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let p = heap.zeroed(None, 10)?;
+    /// let p = heap.alloc_zeroed(None, 10)?;
     /// heap.set_name(p, format_args!("named {}", 1))?;
     /// assert_eq!(heap.name(p)?, "named 1");
     /// assert_eq!((heap.total_size(p)?, heap.total_blocks(p)?), (18, 2));
@@ -127,7 +127,7 @@ impl Talloc {
     /// ```
     pub fn set_name(&mut self, p: impl Into<AnyPtr>, name: impl fmt::Display) -> Result<(), Error> {
         let key = p.into().key;
-        let chunk = self.strdup(AnyPtr { key }, &name.to_string())?;
+        let chunk = self.alloc_str(AnyPtr { key }, &name.to_string())?;
         self.slots.node_mut(chunk.key.slot).flags |= flag::NAME_CHUNK;
         self.replace_name(key.slot, Name::Chunk(chunk.key));
         Ok(())
@@ -178,7 +178,7 @@ impl Talloc {
     /// let top = heap.new_context(None)?;
     /// heap.set_name_const(top, "server")?;
     /// let mid = heap.new_context(top)?;
-    /// let leaf = heap.zeroed(mid, 1)?;
+    /// let leaf = heap.alloc_zeroed(mid, 1)?;
     /// assert_eq!(heap.find_parent_by_name(leaf, "server")?, Some(top.erase()));
     /// # Ok::<(), talloc::Error>(())
     /// ```
@@ -205,7 +205,7 @@ impl Talloc {
     /// struct Server { port: u16 }
     /// let s = heap.alloc(None, Server { port: 445 })?;
     /// let mid = heap.new_context(s)?;
-    /// let leaf = heap.strdup(mid, "x")?;
+    /// let leaf = heap.alloc_str(mid, "x")?;
     /// let found = heap.find_parent_by_type::<Server>(leaf)?.unwrap();
     /// assert_eq!(heap[found].port, 445);
     /// # Ok::<(), talloc::Error>(())

@@ -17,7 +17,7 @@ use crate::{AnyPtr, Error, IntoParent, Ptr, Talloc};
 /// let pool = heap.pool(None, 256)?;
 /// let rule = |heap: &Talloc, p| heap.check_transfer(p).unwrap().map(|e| e.rule);
 /// assert_eq!(rule(&heap, pool.erase()), Some(TransferRule::InPool));
-/// let plain = heap.strdup(None, "ok")?;
+/// let plain = heap.alloc_str(None, "ok")?;
 /// assert_eq!(rule(&heap, plain.erase()), None);
 /// # Ok::<(), talloc::Error>(())
 /// ```
@@ -57,11 +57,11 @@ impl fmt::Display for TransferRule {
 /// use talloc::{Talloc, TransferRule};
 /// let mut heap = Talloc::new();
 /// let msg = heap.new_context(None)?;
-/// let part = heap.strdup(msg, "part")?;
+/// let part = heap.alloc_str(msg, "part")?;
 /// heap.set_destructor(part, |_, _| Ok(()))?;
 /// let err = heap.check_transfer(msg)?.unwrap();
 /// assert_eq!(err.object, part.erase());
-/// assert_eq!(err.name, "part"); // strdup names a string by its text, as C does
+/// assert_eq!(err.name, "part"); // alloc_str names a string by its text, as C does
 /// assert_eq!(err.rule, TransferRule::Destructor);
 /// assert!(err.to_string().contains("destructor"));
 /// # Ok::<(), talloc::Error>(())
@@ -120,8 +120,8 @@ enum ParcelName {
 /// ```
 /// use talloc::Talloc;
 /// let mut a = Talloc::new();
-/// let msg = a.strdup(None, "hello")?;
-/// a.strdup(msg, "attachment")?;
+/// let msg = a.alloc_str(None, "hello")?;
+/// a.alloc_str(msg, "attachment")?;
 /// let parcel = a.detach(msg).map_err(|e| e.to_string()).unwrap();
 /// assert!(a.get(msg).is_err()); // the old handle is stale
 ///
@@ -154,7 +154,7 @@ impl<T: ?Sized> Parcel<T> {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let p = heap.new_context(None)?;
-    /// heap.zeroed(p, 8)?;
+    /// heap.alloc_zeroed(p, 8)?;
     /// assert_eq!(heap.detach(p).unwrap().len(), 2);
     /// # Ok::<(), talloc::Error>(())
     /// ```
@@ -180,7 +180,7 @@ impl<T: ?Sized> Parcel<T> {
 /// ```
 /// use talloc::{Error, Talloc};
 /// let (mut a, mut b) = (Talloc::new(), Talloc::new());
-/// let msg = a.strdup(None, "msg")?;
+/// let msg = a.alloc_str(None, "msg")?;
 /// let parcel = a.detach(msg).unwrap();
 /// let gone = b.new_context(None)?;
 /// b.free(gone)?;
@@ -351,7 +351,7 @@ impl Talloc {
     /// ```
     /// use talloc::{Talloc, TransferRule, DetachError};
     /// let mut heap = Talloc::new();
-    /// let msg = heap.strdup(None, "m")?;
+    /// let msg = heap.alloc_str(None, "m")?;
     /// heap.set_destructor(msg, |_, _| Ok(()))?;
     /// match heap.detach(msg) {
     ///     Err(DetachError::Transfer(e)) => assert_eq!(e.rule, TransferRule::Destructor),
@@ -458,7 +458,7 @@ impl Talloc {
     /// ```
     /// # let mut a = talloc::Talloc::new();
     /// # let mut b = talloc::Talloc::new();
-    /// let x = a.memdup(None, &[1, 2, 3])?;
+    /// let x = a.alloc_slice(None, &[1, 2, 3])?;
     /// let parcel = a.detach(x).unwrap();
     /// let home = b.new_context(None)?;
     /// let x = b.attach(home, parcel).unwrap();

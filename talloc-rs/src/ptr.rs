@@ -124,7 +124,7 @@ impl<T: ?Sized> fmt::Debug for Ptr<T> {
 /// ```
 /// # let mut heap = talloc::Talloc::new();
 /// let root = heap.new_context(None)?;
-/// let s = heap.strdup(root, "hello")?;
+/// let s = heap.alloc_str(root, "hello")?;
 /// let kid = heap.children(root)?.next().unwrap();
 /// assert_eq!(kid, s.erase());
 /// assert_eq!(heap.get(heap.downcast::<str>(kid)?)?, "hello");

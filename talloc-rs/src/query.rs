@@ -1,38 +1,8 @@
 //! Questions about the tree: parents, children, sizes.
 
+use crate::iter::Children;
 use crate::storage::NIL;
 use crate::{AnyPtr, Error, Talloc};
-
-/// The children of an object, newest first (C's order); see
-/// [`Talloc::children`].
-///
-/// ```
-/// # let mut heap = talloc::Talloc::new();
-/// let dir = heap.new_context(None)?;
-/// let a = heap.strdup(dir, "a")?;
-/// let b = heap.strdup(dir, "b")?;
-/// let kids: talloc::Children<'_> = heap.children(dir)?;
-/// assert_eq!(kids.collect::<Vec<_>>(), [b.erase(), a.erase()]);
-/// # Ok::<(), talloc::Error>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct Children<'a> {
-    heap: &'a Talloc,
-    next: u32,
-}
-
-impl Iterator for Children<'_> {
-    type Item = AnyPtr;
-
-    fn next(&mut self) -> Option<AnyPtr> {
-        if self.next == NIL {
-            return None;
-        }
-        let slot = self.next;
-        self.next = self.heap.slots.node(slot).next;
-        Some(self.heap.any(slot))
-    }
-}
 
 impl Talloc {
     /// The object's parent (`talloc_parent`), or `None` at the top level.
@@ -81,10 +51,7 @@ impl Talloc {
     /// ```
     pub fn children(&self, p: impl Into<AnyPtr>) -> Result<Children<'_>, Error> {
         let slot = self.slot(p.into().key)?;
-        Ok(Children {
-            heap: self,
-            next: self.slots.node(slot).child,
-        })
+        Ok(Children::new(self, self.slots.node(slot).child))
     }
 
     /// Every top-level object of the heap (children of C's null context),
@@ -100,10 +67,7 @@ impl Talloc {
     /// # Ok::<(), talloc::Error>(())
     /// ```
     pub fn top_level(&self) -> Children<'_> {
-        Children {
-            heap: self,
-            next: self.top,
-        }
+        Children::new(self, self.top)
     }
 
     /// Whether `ancestor` is `p` or one of its ancestors. This is C's
@@ -169,8 +133,8 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let p = heap.zeroed(None, 10)?;
-    /// heap.zeroed(p, 5)?;
+    /// let p = heap.alloc_zeroed(None, 10)?;
+    /// heap.alloc_zeroed(p, 5)?;
     /// assert_eq!(heap.total_size(p)?, 15);
     /// # Ok::<(), talloc::Error>(())
     /// ```
@@ -189,7 +153,7 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let p = heap.zeroed(None, 5)?;
+    /// let p = heap.alloc_zeroed(None, 5)?;
     /// let other = heap.new_context(None)?;
     /// heap.reference(p, other)?;
     /// assert_eq!(heap.total_blocks(p)?, 2);

@@ -13,7 +13,7 @@ use crate::{AnyPtr, Error, Talloc};
 /// use talloc::LeakReport;
 /// # let mut heap = talloc::Talloc::new();
 /// let conn = heap.new_context(None)?;
-/// heap.strdup(conn, "inner")?;
+/// heap.alloc_str(conn, "inner")?;
 /// // The summary lists top-level objects only; the full report their trees.
 /// assert!(!heap.leak_report_text(LeakReport::Summary).contains("inner"));
 /// assert!(heap.leak_report_text(LeakReport::Full).contains("inner"));
@@ -34,7 +34,7 @@ pub enum LeakReport {
 /// use talloc::ReportEntry;
 /// # let mut heap = talloc::Talloc::new();
 /// let root = heap.new_context(None)?;
-/// let data = heap.strdup(None, "data")?;
+/// let data = heap.alloc_str(None, "data")?;
 /// heap.reference(root, data)?;
 /// let mut seen = Vec::new();
 /// heap.report_depth_cb(root, None, |_, e: ReportEntry| seen.push(e))?;
@@ -63,8 +63,8 @@ impl Talloc {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let root = heap.new_context(None)?;
-    /// let a = heap.strdup(root, "a")?;
-    /// heap.strdup(a, "deep")?;
+    /// let a = heap.alloc_str(root, "a")?;
+    /// heap.alloc_str(a, "deep")?;
     /// let mut depths = Vec::new();
     /// heap.report_depth_cb(root, Some(1), |_, e| depths.push(e.depth))?;
     /// assert_eq!(depths, [0, 1]);
@@ -113,7 +113,7 @@ impl Talloc {
     /// # let mut heap = talloc::Talloc::new();
     /// let root = heap.new_context(None)?;
     /// heap.set_name_const(root, "root")?;
-    /// heap.zeroed(root, 100)?;
+    /// heap.alloc_zeroed(root, 100)?;
     /// let text = heap.report_depth(root, None)?;
     /// assert!(text.starts_with("full talloc report on 'root' (total    100 bytes in   2 blocks)"));
     /// # Ok::<(), talloc::Error>(())
@@ -135,8 +135,8 @@ impl Talloc {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let root = heap.new_context(None)?;
-    /// let kid = heap.strdup(root, "kid")?;
-    /// heap.strdup(kid, "grandkid")?;
+    /// let kid = heap.alloc_str(root, "kid")?;
+    /// heap.alloc_str(kid, "grandkid")?;
     /// assert_eq!(heap.report(root)?.lines().count(), 2);
     /// # Ok::<(), talloc::Error>(())
     /// ```
@@ -149,8 +149,8 @@ impl Talloc {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let root = heap.new_context(None)?;
-    /// let kid = heap.strdup(root, "kid")?;
-    /// heap.strdup(kid, "grandkid")?;
+    /// let kid = heap.alloc_str(root, "kid")?;
+    /// heap.alloc_str(kid, "grandkid")?;
     /// print!("{}", heap.report_full(root)?);
     /// assert_eq!(heap.report_full(root)?.lines().count(), 3);
     /// # Ok::<(), talloc::Error>(())
@@ -199,7 +199,7 @@ impl Talloc {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let root = heap.new_context(None)?;
-    /// heap.strdup(root, "kid")?;
+    /// heap.alloc_str(root, "kid")?;
     /// let dot = heap.dot(root)?;
     /// assert!(dot.starts_with("digraph talloc {"));
     /// assert_eq!(dot.matches(" -> ").count(), 1);
@@ -243,7 +243,7 @@ impl Talloc {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// heap.enable_leak_report(Some(talloc::LeakReport::Full));
-    /// heap.strdup(None, "forgotten")?;
+    /// heap.alloc_str(None, "forgotten")?;
     /// drop(heap); // prints "full talloc report on 'null_context' ..." to stderr
     /// # Ok::<(), talloc::Error>(())
     /// ```
@@ -256,7 +256,7 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// heap.strdup(None, "forgotten")?;
+    /// heap.alloc_str(None, "forgotten")?;
     /// let text = heap.leak_report_text(talloc::LeakReport::Summary);
     /// assert!(text.contains("forgotten"));
     /// # Ok::<(), talloc::Error>(())

@@ -112,7 +112,7 @@ pub enum New {
     Bytes(usize, u8),
     /// `Words(len)`: a `[u32]` of `len` elements, element `i` being `i`.
     Words(usize),
-    /// `Str(s)`: `strdup(parent, s)`.
+    /// `Str(s)`: `alloc_str(parent, s)`.
     Str(String),
     /// `new_context(parent)`.
     Context,
@@ -344,7 +344,7 @@ fn alloc(heap: &mut Talloc, parent: Option<AnyPtr>, what: &New) -> Result<AnyPtr
             heap.alloc_array_with(parent, *len, f)?.erase()
         }
         New::Words(len) => heap.alloc_array_with(parent, *len, |i| i as u32)?.erase(),
-        New::Str(s) => heap.strdup(parent, s)?.erase(),
+        New::Str(s) => heap.alloc_str(parent, s)?.erase(),
         New::Context => heap.new_context(parent)?.erase(),
         New::Pool(size) => heap.pool(parent, *size)?.erase(),
         New::PooledObject(v, n, bytes) => heap.pooled_object(parent, *v, *n, *bytes)?.erase(),

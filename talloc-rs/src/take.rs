@@ -28,7 +28,7 @@ impl Talloc {
     /// # let mut heap = talloc::Talloc::new();
     /// let conn = heap.new_context(None)?;
     /// let buf = heap.alloc(conn, vec![1u8, 2, 3])?;
-    /// let note = heap.strdup(buf, "note")?;
+    /// let note = heap.alloc_str(buf, "note")?;
     /// let bytes: Vec<u8> = heap.take(buf)?;
     /// assert_eq!(bytes, [1, 2, 3]);
     /// assert!(!heap.contains(buf));

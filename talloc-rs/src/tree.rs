@@ -22,7 +22,7 @@ impl Talloc {
     /// # let mut heap = talloc::Talloc::new();
     /// let a = heap.new_context(None)?;
     /// let b = heap.new_context(None)?;
-    /// let x = heap.strdup(a, "x")?;
+    /// let x = heap.alloc_str(a, "x")?;
     /// heap.steal(b, x)?;
     /// assert_eq!(heap.parent(x)?, Some(b.erase()));
     /// heap.free(a)?;
@@ -81,7 +81,7 @@ impl Talloc {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let dest = heap.new_context(None)?;
-    /// let mut mine = Some(heap.strdup(None, "data")?);
+    /// let mut mine = Some(heap.alloc_str(None, "data")?);
     /// let moved = heap.move_to_parent(dest, &mut mine)?;
     /// assert!(mine.is_none());
     /// assert_eq!(heap.parent(moved)?, Some(dest.erase()));
@@ -138,7 +138,7 @@ impl Talloc {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let (a, b, c) = (heap.new_context(None)?, heap.new_context(None)?, heap.new_context(None)?);
-    /// let x = heap.strdup(a, "x")?;
+    /// let x = heap.alloc_str(a, "x")?;
     /// heap.reference(b, x)?;
     /// heap.reparent(b, c, x)?;                // the reference moves to c
     /// assert_eq!(heap.parent(x)?, Some(a.erase()));
@@ -176,7 +176,7 @@ impl Talloc {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let (p1, p2) = (heap.new_context(None)?, heap.new_context(None)?);
-    /// let c = heap.strdup(p1, "shared")?;
+    /// let c = heap.alloc_str(p1, "shared")?;
     /// heap.reference(p2, c)?;
     /// heap.free(p1)?;
     /// assert_eq!(heap.parent(c)?, Some(p2.erase()));
@@ -215,7 +215,7 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let x = heap.strdup(None, "x")?;
+    /// let x = heap.alloc_str(None, "x")?;
     /// heap.increase_ref_count(x)?;
     /// assert_eq!(heap.reference_count(x)?, 1);
     /// # Ok::<(), talloc::Error>(())
@@ -228,7 +228,7 @@ impl Talloc {
     ///
     /// ```
     /// # let mut heap = talloc::Talloc::new();
-    /// let x = heap.strdup(None, "x")?;
+    /// let x = heap.alloc_str(None, "x")?;
     /// assert_eq!(heap.reference_count(x)?, 0);
     /// # Ok::<(), talloc::Error>(())
     /// ```
@@ -249,7 +249,7 @@ impl Talloc {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let (a, b) = (heap.new_context(None)?, heap.new_context(None)?);
-    /// let x = heap.strdup(a, "x")?;
+    /// let x = heap.alloc_str(a, "x")?;
     /// heap.reference(b, x)?;
     /// heap.unlink(a, x)?;                      // b now owns x
     /// assert_eq!(heap.parent(x)?, Some(b.erase()));

@@ -15,7 +15,7 @@ use crate::{AnyPtr, Talloc};
 /// use talloc::{Talloc, Violation};
 /// let mut heap = Talloc::new();
 /// let a = heap.new_context(None)?;
-/// heap.strdup(a, "x")?;
+/// heap.alloc_str(a, "x")?;
 /// let checked: Result<(), Violation> = heap.verify();
 /// assert_eq!(checked, Ok(()));
 /// // What a report of one would say:
@@ -142,7 +142,7 @@ impl Talloc {
     /// ```
     /// # let mut heap = talloc::Talloc::new();
     /// let a = heap.new_context(None)?;
-    /// let b = heap.strdup(a, "b")?;
+    /// let b = heap.alloc_str(a, "b")?;
     /// heap.reference(None, b)?;
     /// heap.free(a)?;
     /// assert_eq!(heap.verify(), Ok(()));

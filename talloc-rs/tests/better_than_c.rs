@@ -118,13 +118,13 @@ fn every_call_fails(heap: &mut Talloc, v: Ptr<u32>, b: Ptr<[u8]>, s: Ptr<str>, w
     fails!(heap.alloc(v, 1u8));
     fails!(heap.alloc_local(v, std::rc::Rc::new(1u8)));
     fails!(heap.new_context(v));
-    fails!(heap.zeroed(v, 10));
+    fails!(heap.alloc_zeroed(v, 10));
     fails!(heap.alloc_array::<u16>(v, 10));
     fails!(heap.alloc_array_with(v, 3, |i| i));
-    fails!(heap.memdup(v, b"abc"));
-    fails!(heap.strdup(v, "abc"));
-    fails!(heap.strndup(v, "abc", 2));
-    fails!(heap.asprintf(v, format_args!("{}", 1)));
+    fails!(heap.alloc_slice(v, b"abc"));
+    fails!(heap.alloc_str(v, "abc"));
+    fails!(heap.alloc_str_prefix(v, "abc", 2));
+    fails!(heap.alloc_fmt(v, format_args!("{}", 1)));
     fails!(heap.pool(v, 1024));
     fails!(heap.pooled_object(v, 1u64, 1, 16));
     // Moving between heaps.
@@ -133,7 +133,7 @@ fn every_call_fails(heap: &mut Talloc, v: Ptr<u32>, b: Ptr<[u8]>, s: Ptr<str>, w
         other => panic!("detach: {other:?}"),
     }
     let mut third = Talloc::new();
-    let x = third.strdup(None, "parcel").unwrap();
+    let x = third.alloc_str(None, "parcel").unwrap();
     let parcel = third.detach(x).unwrap();
     match heap.attach(v, parcel) {
         Err(e) => {
@@ -154,19 +154,19 @@ fn every_call_fails(heap: &mut Talloc, v: Ptr<u32>, b: Ptr<[u8]>, s: Ptr<str>, w
 #[test]
 fn use_after_free_is_a_stale_error_everywhere() -> R {
     let mut heap = Talloc::new();
-    let keep = heap.strdup(None, "keep")?;
+    let keep = heap.alloc_str(None, "keep")?;
     let p = heap.new_context(None)?;
     let v = heap.alloc(p, 7u32)?;
-    let b = heap.zeroed(p, 10)?;
-    let s = heap.strdup(None, "s")?;
+    let b = heap.alloc_zeroed(p, 10)?;
+    let s = heap.alloc_str(None, "s")?;
     heap.free(p)?;
     heap.free(s)?;
     ok(&heap);
     every_call_fails(&mut heap, v, b, s, Error::Stale);
     // The slots are reused; the old handles still do not reach the new objects.
     let v2 = heap.alloc(None, 8u32)?;
-    let b2 = heap.zeroed(None, 10)?;
-    let s2 = heap.strdup(None, "s2")?;
+    let b2 = heap.alloc_zeroed(None, 10)?;
+    let s2 = heap.alloc_str(None, "s2")?;
     every_call_fails(&mut heap, v, b, s, Error::Stale);
     assert_eq!((heap[v2], heap[b2].len(), &heap[s2]), (8, 10, "s2"));
     assert_eq!(&heap[keep], "keep");
@@ -177,7 +177,7 @@ fn use_after_free_is_a_stale_error_everywhere() -> R {
 fn double_free_is_a_stale_error() -> R {
     let mut heap = Talloc::new();
     let p = heap.new_context(None)?;
-    let kid = heap.strdup(p, "kid")?;
+    let kid = heap.alloc_str(p, "kid")?;
     heap.free(p)?;
     assert_eq!(heap.free(p), Err(Error::Stale));
     assert_eq!(heap.free(kid), Err(Error::Stale));
@@ -198,10 +198,10 @@ fn double_free_is_a_stale_error() -> R {
 fn handle_from_another_heap_is_a_foreign_heap_error_everywhere() -> R {
     let mut mine = Talloc::new();
     let mut theirs = Talloc::new();
-    mine.strdup(None, "mine")?;
+    mine.alloc_str(None, "mine")?;
     let v = theirs.alloc(None, 7u32)?;
-    let b = theirs.zeroed(None, 10)?;
-    let s = theirs.strdup(None, "s")?;
+    let b = theirs.alloc_zeroed(None, 10)?;
+    let s = theirs.alloc_str(None, "s")?;
     every_call_fails(&mut mine, v, b, s, Error::ForeignHeap);
     // Their heap is untouched.
     ok(&theirs);
@@ -213,7 +213,7 @@ fn handle_from_another_heap_is_a_foreign_heap_error_everywhere() -> R {
 fn handles_of_a_detached_subtree_are_stale_at_home_and_foreign_abroad() -> R {
     let mut a = Talloc::new();
     let mut b = Talloc::new();
-    let msg = a.strdup(None, "msg")?;
+    let msg = a.alloc_str(None, "msg")?;
     let kid = a.alloc(msg, 5u32)?;
     let parcel = a.detach(msg).expect("plain values move");
     assert_eq!(a.get(msg), Err(Error::Stale));
@@ -251,7 +251,7 @@ fn wrong_type_downcast_is_a_typed_error() -> R {
             actual: "u16"
         })
     );
-    let s = heap.strdup(None, "s")?.erase();
+    let s = heap.alloc_str(None, "s")?.erase();
     assert_eq!(
         heap.downcast::<[u8]>(s),
         Err(Error::WrongType {
@@ -259,7 +259,7 @@ fn wrong_type_downcast_is_a_typed_error() -> R {
             actual: "str"
         })
     );
-    let b = heap.zeroed(None, 3)?.erase();
+    let b = heap.alloc_zeroed(None, 3)?.erase();
     assert!(matches!(
         heap.downcast::<str>(b),
         Err(Error::WrongType { .. })
@@ -313,9 +313,9 @@ fn steal_loops_are_refused_and_the_tree_is_unchanged() -> R {
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
     let a = heap.new_context(root)?;
-    let sibling = heap.strdup(root, "sibling")?;
+    let sibling = heap.alloc_str(root, "sibling")?;
     let child = heap.new_context(a)?;
-    let other_child = heap.strdup(a, "other")?;
+    let other_child = heap.alloc_str(a, "other")?;
     let mut chain = vec![child.erase()];
     for _ in 0..30 {
         let next = heap.new_context(*chain.last().unwrap())?;
@@ -477,8 +477,8 @@ fn message(panic: &(dyn std::any::Any + Send)) -> String {
 fn panicking_destructor_reaches_the_caller_and_leaves_the_heap_usable() -> R {
     let mut heap = Talloc::new();
     let top = heap.new_context(None)?;
-    let p = heap.strdup(top, "p")?;
-    let kid = heap.strdup(p, "kid")?;
+    let p = heap.alloc_str(top, "p")?;
+    let kid = heap.alloc_str(p, "kid")?;
     heap.set_destructor(p, |_, _| panic!("boom in destructor"))?;
     let r = catch_unwind(AssertUnwindSafe(|| heap.free(p)));
     let panic = r.expect_err("the panic reaches the caller of free");
@@ -488,7 +488,7 @@ fn panicking_destructor_reaches_the_caller_and_leaves_the_heap_usable() -> R {
     assert_eq!(heap.parent(p)?, Some(top.erase()));
     assert_eq!(heap.parent(kid)?, Some(p.erase()));
     // The heap is usable: allocate, steal, free.
-    let more = heap.zeroed(top, 64)?;
+    let more = heap.alloc_zeroed(top, 64)?;
     heap.steal(more, kid)?;
     ok(&heap);
     heap.clear_destructor(p)?;
@@ -505,10 +505,10 @@ fn panicking_child_destructor_reaches_the_caller_after_the_free_finished() -> R 
     let mut heap = Talloc::new();
     let top = heap.new_context(None)?;
     let p = heap.new_context(top)?;
-    let older = heap.strdup(p, "older")?;
-    let bomb = heap.strdup(p, "bomb")?;
-    let bomb_kid = heap.strdup(bomb, "bomb kid")?;
-    let newer = heap.strdup(p, "newer")?;
+    let older = heap.alloc_str(p, "older")?;
+    let bomb = heap.alloc_str(p, "bomb")?;
+    let bomb_kid = heap.alloc_str(bomb, "bomb kid")?;
+    let newer = heap.alloc_str(p, "newer")?;
     heap.set_destructor(bomb, |_, _| panic!("boom in child"))?;
     let r = catch_unwind(AssertUnwindSafe(|| heap.free(p)));
     assert_eq!(
@@ -538,11 +538,11 @@ impl Drop for Bomb {
 #[test]
 fn panicking_drop_reaches_the_caller_and_everything_is_freed() -> R {
     let mut heap = Talloc::new();
-    let keep = heap.strdup(None, "keep")?;
+    let keep = heap.alloc_str(None, "keep")?;
     let p = heap.new_context(None)?;
-    heap.strdup(p, "before")?;
+    heap.alloc_str(p, "before")?;
     heap.alloc(p, Bomb)?;
-    heap.strdup(p, "after")?;
+    heap.alloc_str(p, "after")?;
     let r = catch_unwind(AssertUnwindSafe(|| heap.free(p)));
     assert_eq!(
         message(&*r.expect_err("the panic reaches the caller")),
@@ -551,7 +551,7 @@ fn panicking_drop_reaches_the_caller_and_everything_is_freed() -> R {
     ok(&heap);
     assert!(!heap.contains(p));
     assert_eq!(heap.live_objects(), 1);
-    let again = heap.strdup(keep, "usable")?;
+    let again = heap.alloc_str(keep, "usable")?;
     assert_eq!(&heap[again], "usable");
     ok(&heap);
     Ok(())
@@ -566,8 +566,8 @@ fn destructor_freeing_its_own_parent_is_safe() -> R {
     let mut heap = Talloc::new();
     let top = heap.new_context(None)?;
     let p = heap.new_context(top)?;
-    let sibling = heap.strdup(p, "sibling")?;
-    let c = heap.strdup(p, "c")?;
+    let sibling = heap.alloc_str(p, "sibling")?;
+    let c = heap.alloc_str(p, "c")?;
     heap.set_destructor(c, move |heap, _| {
         heap.free(p).unwrap();
         Ok(())
@@ -583,9 +583,9 @@ fn destructor_freeing_its_own_parent_is_safe() -> R {
 fn destructors_freeing_their_siblings_are_safe() -> R {
     let mut heap = Talloc::new();
     let p = heap.new_context(None)?;
-    let a = heap.strdup(p, "a")?;
-    let b = heap.strdup(p, "b")?;
-    let c = heap.strdup(p, "c")?;
+    let a = heap.alloc_str(p, "a")?;
+    let b = heap.alloc_str(p, "b")?;
+    let c = heap.alloc_str(p, "c")?;
     // c goes first and frees a (not yet reached); b frees c (being freed).
     heap.set_destructor(c, move |heap, _| {
         heap.free(a).unwrap();
@@ -618,7 +618,7 @@ fn freeing_a_name_chunk_directly_does_not_break_the_owners_name() -> R {
     assert!(name == "hello 1" || name == "talloc_new", "{name}");
     // The chunk's slot is reused by another string: the name must not
     // become that string.
-    let s = heap.strdup(None, "someone else's string")?;
+    let s = heap.alloc_str(None, "someone else's string")?;
     assert_ne!(heap.name(p)?, "someone else's string");
     assert_eq!(&heap[s], "someone else's string");
     ok(&heap);

@@ -118,13 +118,13 @@ fn p05_free_of_a_top_level_object_with_only_a_self_reference_frees_it() {
     assert_eq!(heap.free(o1), Err(Error::Stale));
 }
 
-/// `pool(None,1024); a = zeroed(pool,16); realloc(a,32)`: the pool's last
+/// `pool(None,1024); a = alloc_zeroed(pool,16); realloc(a,32)`: the pool's last
 /// member grows in place, as in C, instead of leaving the pool.
 #[test]
 fn p04_growing_the_last_pool_member_keeps_it_in_place() {
     let mut heap = Talloc::new();
     let pool = heap.pool(None, 1024).unwrap();
-    let a = heap.zeroed(pool, 16).unwrap();
+    let a = heap.alloc_zeroed(pool, 16).unwrap();
     let at = heap[a].as_ptr();
     heap.realloc(a, 32).unwrap();
     assert!(heap.is_pooled(a).unwrap());
@@ -133,7 +133,7 @@ fn p04_growing_the_last_pool_member_keeps_it_in_place() {
     assert_eq!(heap.verify(), Ok(()));
 }
 
-/// `pool(None,10240); set_memlimit(pool,10240); a = zeroed(pool,1024);
+/// `pool(None,10240); set_memlimit(pool,10240); a = alloc_zeroed(pool,1024);
 /// realloc(a,2048)`: growing inside the pool charges nothing, so the limit
 /// (which the pool itself fills) does not refuse it.
 #[test]
@@ -141,7 +141,7 @@ fn p04_growing_inside_a_limited_pool_is_not_charged() {
     let mut heap = Talloc::new();
     let pool = heap.pool(None, 10240).unwrap();
     heap.set_memlimit(pool, 10240).unwrap();
-    let a = heap.zeroed(pool, 1024).unwrap();
+    let a = heap.alloc_zeroed(pool, 1024).unwrap();
     heap.realloc(a, 2048).unwrap();
     assert!(heap.is_pooled(a).unwrap());
     assert_eq!(heap.verify(), Ok(()));
@@ -154,10 +154,10 @@ fn p04_growing_inside_a_limited_pool_is_not_charged() {
 fn p04_samba_test_pool_reuses_pool_memory_as_c_does() {
     let mut heap = Talloc::new();
     let pool = heap.pool(None, 1024).unwrap();
-    let p1 = heap.zeroed(pool, 80).unwrap();
-    let p2 = heap.zeroed(pool, 20).unwrap();
-    let p3 = heap.zeroed(p1, 50).unwrap();
-    let p4 = heap.zeroed(p3, 1000).unwrap();
+    let p1 = heap.alloc_zeroed(pool, 80).unwrap();
+    let p2 = heap.alloc_zeroed(pool, 20).unwrap();
+    let p3 = heap.alloc_zeroed(p1, 50).unwrap();
+    let p4 = heap.alloc_zeroed(p3, 1000).unwrap();
     assert!(!heap.is_pooled(p4).unwrap(), "too big for what is left");
     let at = |heap: &Talloc, p: talloc::Ptr<[u8]>| heap[p].as_ptr() as usize;
 
@@ -180,13 +180,13 @@ fn p04_samba_test_pool_reuses_pool_memory_as_c_does() {
     heap.realloc(p2, 1800).unwrap();
     assert!(!heap.is_pooled(p2).unwrap());
     // ...and the empty pool starts over.
-    let p3 = heap.zeroed(pool, 80).unwrap();
+    let p3 = heap.alloc_zeroed(pool, 80).unwrap();
     assert_eq!(at(&heap, p3), p1_at);
     heap.free(p2).unwrap();
     heap.free(p3).unwrap();
 
-    let p1 = heap.zeroed(pool, 80).unwrap();
-    let p2 = heap.zeroed(pool, 20).unwrap();
+    let p1 = heap.alloc_zeroed(pool, 80).unwrap();
+    let p2 = heap.alloc_zeroed(pool, 20).unwrap();
     heap.free(p1).unwrap();
     let p2_at = at(&heap, p2);
     for size in [19, 19] {
@@ -195,7 +195,7 @@ fn p04_samba_test_pool_reuses_pool_memory_as_c_does() {
     }
     heap.realloc(p2, 1800).unwrap();
     assert!(!heap.is_pooled(p2).unwrap());
-    let p3 = heap.zeroed(pool, 800).unwrap();
+    let p3 = heap.alloc_zeroed(pool, 800).unwrap();
     assert_eq!(at(&heap, p3), p1_at);
     assert_eq!(heap.verify(), Ok(()));
     heap.free(pool).unwrap(); // p2 left the pool's memory, not its subtree
@@ -209,8 +209,8 @@ fn p04_samba_test_pool_reuses_pool_memory_as_c_does() {
 fn p04_a_member_in_the_middle_moves_within_its_pool() {
     let mut heap = Talloc::new();
     let pool = heap.pool(None, 1024).unwrap();
-    let a = heap.memdup(pool, &[7u32; 4]).unwrap();
-    let b = heap.zeroed(pool, 16).unwrap();
+    let a = heap.alloc_slice(pool, &[7u32; 4]).unwrap();
+    let b = heap.alloc_zeroed(pool, 16).unwrap();
     let a_at = heap[a].as_ptr() as usize;
     heap.realloc(a, 32).unwrap();
     assert!(heap.is_pooled(a).unwrap());
@@ -230,8 +230,8 @@ fn p04_samba_test_pool_steal_reuses_a_freed_pools_memory() {
     let at = |heap: &Talloc, p: talloc::Ptr<[u8]>| heap[p].as_ptr() as usize;
     let root = heap.new_context(None).unwrap();
     let pool = heap.pool(root, 1024).unwrap();
-    let p1 = heap.zeroed(pool, 4 * 16).unwrap();
-    let p2 = heap.zeroed(pool, 4 * 16).unwrap();
+    let p1 = heap.alloc_zeroed(pool, 4 * 16).unwrap();
+    let p2 = heap.alloc_zeroed(pool, 4 * 16).unwrap();
     assert!(at(&heap, p2) > at(&heap, p1));
     let hdr = at(&heap, p2) - at(&heap, p1) - 4 * 16;
     let p1_at = at(&heap, p1);

@@ -71,7 +71,7 @@ fn named_buf(
     size: usize,
     name: &'static str,
 ) -> Ptr<[u8]> {
-    let p = heap.zeroed(parent.into(), size).unwrap();
+    let p = heap.alloc_zeroed(parent.into(), size).unwrap();
     heap.set_name_const(p, name).unwrap();
     p
 }
@@ -84,8 +84,8 @@ fn named_buf(
 fn t01_children_newest_first() -> R {
     let mut heap = Talloc::new();
     let p = heap.new_context(None)?;
-    let a = heap.strdup(p, "a")?;
-    let b = heap.zeroed(p, 4)?;
+    let a = heap.alloc_str(p, "a")?;
+    let b = heap.alloc_zeroed(p, 4)?;
     let c = heap.alloc(p, 7u32)?;
     ok(&heap);
     assert_eq!(kids(&heap, p), [c.erase(), b.erase(), a.erase()]);
@@ -102,9 +102,9 @@ fn t01_steal_inserts_at_head() -> R {
     let mut heap = Talloc::new();
     let p = heap.new_context(None)?;
     let other = heap.new_context(None)?;
-    let a = heap.strdup(p, "a")?;
-    let b = heap.strdup(p, "b")?;
-    let x = heap.strdup(other, "x")?;
+    let a = heap.alloc_str(p, "a")?;
+    let b = heap.alloc_str(p, "b")?;
+    let x = heap.alloc_str(other, "x")?;
     heap.steal(p, x)?;
     ok(&heap);
     assert_eq!(kids(&heap, p), [x.erase(), b.erase(), a.erase()]);
@@ -117,9 +117,9 @@ fn t01_steal_to_current_parent_moves_to_head() -> R {
     // C does the same: it is not a no-op (docs/src/rules.md, T1).
     let mut heap = Talloc::new();
     let p = heap.new_context(None)?;
-    let a = heap.strdup(p, "a")?;
-    let b = heap.strdup(p, "b")?;
-    let c = heap.strdup(p, "c")?;
+    let a = heap.alloc_str(p, "a")?;
+    let b = heap.alloc_str(p, "b")?;
+    let c = heap.alloc_str(p, "c")?;
     heap.steal(p, a)?;
     ok(&heap);
     assert_eq!(kids(&heap, p), [a.erase(), c.erase(), b.erase()]);
@@ -137,10 +137,10 @@ fn t01_steal_to_current_parent_moves_to_head() -> R {
 fn t02_destructor_order_parent_then_newest_child_first() -> R {
     let mut heap = Talloc::new();
     let log = new_log();
-    let p = heap.strdup(None, "P")?;
-    let c1 = heap.strdup(p, "C1")?;
-    let c2 = heap.strdup(p, "C2")?;
-    let g1 = heap.strdup(c1, "G1")?;
+    let p = heap.alloc_str(None, "P")?;
+    let c1 = heap.alloc_str(p, "C1")?;
+    let c2 = heap.alloc_str(p, "C2")?;
+    let g1 = heap.alloc_str(c1, "G1")?;
     logged(&mut heap, p, "P", &log);
     logged(&mut heap, c1, "C1", &log);
     logged(&mut heap, c2, "C2", &log);
@@ -187,8 +187,8 @@ fn t02_destructor_order_is_depth_first_preorder_newest_first() -> R {
 fn t02_destructor_runs_before_any_child_is_touched() -> R {
     let mut heap = Talloc::new();
     let p = heap.new_context(None)?;
-    heap.strdup(p, "one")?;
-    heap.strdup(p, "two")?;
+    heap.alloc_str(p, "one")?;
+    heap.alloc_str(p, "two")?;
     let seen = Rc::new(Cell::new(usize::MAX));
     let s = seen.clone();
     heap.set_destructor(p, move |heap, me| {
@@ -255,10 +255,10 @@ fn t03_refusing_destructor_keeps_object_children_and_parent_link() -> R {
     let log = new_log();
     let top = heap.new_context(None)?;
     let older = heap.new_context(top)?;
-    let p = heap.strdup(top, "p")?;
+    let p = heap.alloc_str(top, "p")?;
     let newer = heap.new_context(top)?;
-    let c1 = heap.strdup(p, "c1")?;
-    let c2 = heap.zeroed(c1, 10)?;
+    let c1 = heap.alloc_str(p, "c1")?;
+    let c2 = heap.alloc_zeroed(c1, 10)?;
     refusing(&mut heap, p, "p", &log);
     let blocks = heap.total_blocks(top)?;
     assert_eq!(heap.free(p), Err(Error::Refused));
@@ -283,7 +283,7 @@ fn t03_refusing_destructor_keeps_object_children_and_parent_link() -> R {
 fn t03_destructor_replaced_by_itself_is_not_restored() -> R {
     let mut heap = Talloc::new();
     let log = new_log();
-    let p = heap.strdup(None, "p")?;
+    let p = heap.alloc_str(None, "p")?;
     let l = log.clone();
     heap.set_destructor(p, move |heap, me| {
         l.borrow_mut().push("first");
@@ -306,7 +306,7 @@ fn t03_destructor_replaced_by_itself_is_not_restored() -> R {
 #[test]
 fn t03_destructor_cleared_by_itself_stays_cleared() -> R {
     let mut heap = Talloc::new();
-    let p = heap.strdup(None, "p")?;
+    let p = heap.alloc_str(None, "p")?;
     heap.set_destructor(p, |heap, me| {
         heap.clear_destructor(me).unwrap();
         Err(Refused)
@@ -323,7 +323,7 @@ fn t03_destructor_cleared_by_itself_stays_cleared() -> R {
 fn t03_free_of_own_object_inside_its_destructor_is_refused() -> R {
     // C returns -1 (the destructor slot holds the sentinel).
     let mut heap = Talloc::new();
-    let p = heap.strdup(None, "p")?;
+    let p = heap.alloc_str(None, "p")?;
     let inner = Rc::new(RefCell::new(None));
     let i = inner.clone();
     heap.set_destructor(p, move |heap, me| {
@@ -341,10 +341,10 @@ fn t03_free_of_own_object_inside_its_destructor_is_refused() -> R {
 fn t03_destructor_may_free_and_steal_other_memory() -> R {
     let mut heap = Talloc::new();
     let elsewhere = heap.new_context(None)?;
-    let victim = heap.strdup(None, "victim")?;
+    let victim = heap.alloc_str(None, "victim")?;
     let p = heap.new_context(None)?;
-    let keep = heap.strdup(p, "keep")?;
-    let lose = heap.strdup(p, "lose")?;
+    let keep = heap.alloc_str(p, "keep")?;
+    let lose = heap.alloc_str(p, "lose")?;
     heap.set_destructor(p, move |heap, _| {
         heap.free(victim).unwrap();
         heap.steal(elsewhere, keep).unwrap();
@@ -377,9 +377,9 @@ fn t03_destructor_may_move_its_own_object_elsewhere() -> R {
     // test_free_parent_reparent_child
     let mut heap = Talloc::new();
     let top = heap.new_context(None)?;
-    let level1 = heap.strdup(top, "level1")?;
-    let alternate = heap.strdup(top, "alternate_level1")?;
-    let level2 = heap.strdup(level1, "level2")?;
+    let level1 = heap.alloc_str(top, "level1")?;
+    let alternate = heap.alloc_str(top, "alternate_level1")?;
+    let level2 = heap.alloc_str(level1, "level2")?;
     let level3 = heap.alloc(level2, [b'x'; 20])?;
     reparenting(&mut heap, level3, alternate.erase());
     heap.free(level1)?;
@@ -398,9 +398,9 @@ fn t03_destructor_may_move_its_own_object_out_of_a_pool() -> R {
     let mut heap = Talloc::new();
     let top = heap.new_context(None)?;
     let pool = heap.pool(top, 1024)?;
-    let level1 = heap.strdup(pool, "level1")?;
-    let alternate = heap.strdup(top, "alternate_level1")?;
-    let level2 = heap.strdup(level1, "level2")?;
+    let level1 = heap.alloc_str(pool, "level1")?;
+    let alternate = heap.alloc_str(top, "alternate_level1")?;
+    let level2 = heap.alloc_str(level1, "level2")?;
     let level3 = heap.alloc(level2, [b'x'; 20])?;
     assert!(heap.is_pooled(level3)?);
     reparenting(&mut heap, level3, alternate.erase());
@@ -441,10 +441,10 @@ fn t04_refusing_child_moves_to_grandparent_and_free_succeeds() -> R {
     let log = new_log();
     let top = heap.new_context(None)?;
     let p = heap.new_context(top)?;
-    let a = heap.strdup(p, "a")?;
-    let keep = heap.strdup(p, "keep")?;
-    let kept_kid = heap.strdup(keep, "kept kid")?;
-    let b = heap.strdup(p, "b")?;
+    let a = heap.alloc_str(p, "a")?;
+    let keep = heap.alloc_str(p, "keep")?;
+    let kept_kid = heap.alloc_str(keep, "kept kid")?;
+    let b = heap.alloc_str(p, "b")?;
     refusing(&mut heap, keep, "keep", &log);
     heap.free(p)?;
     ok(&heap);
@@ -462,9 +462,9 @@ fn t04_refusing_grandchild_bubbles_up_to_grandparent() -> R {
     let mut heap = Talloc::new();
     let log = new_log();
     let top = heap.new_context(None)?;
-    let level1 = heap.strdup(top, "level1")?;
-    let level2 = heap.strdup(level1, "level2")?;
-    let level3 = heap.strdup(level2, "level3")?;
+    let level1 = heap.alloc_str(top, "level1")?;
+    let level2 = heap.alloc_str(level1, "level2")?;
+    let level3 = heap.alloc_str(level2, "level3")?;
     refusing(&mut heap, level3, "level3", &log);
     heap.free(level1)?;
     ok(&heap);
@@ -502,9 +502,9 @@ fn t04_grandparent_rule_even_when_freed_object_is_not_the_newest_child() -> R {
     let log = new_log();
     let top = heap.new_context(None)?;
     let older = heap.new_context(top)?;
-    let keep = heap.strdup(older, "keep")?;
+    let keep = heap.alloc_str(older, "keep")?;
     let deep = heap.new_context(older)?;
-    let deep_keep = heap.strdup(deep, "deep keep")?;
+    let deep_keep = heap.alloc_str(deep, "deep keep")?;
     let newest = heap.new_context(top)?;
     refusing(&mut heap, keep, "keep", &log);
     refusing(&mut heap, deep_keep, "deep keep", &log);
@@ -522,7 +522,7 @@ fn t04_refusing_child_of_a_top_level_object_becomes_top_level() -> R {
     let mut heap = Talloc::new();
     let log = new_log();
     let p = heap.new_context(None)?;
-    let keep = heap.strdup(p, "keep")?;
+    let keep = heap.alloc_str(p, "keep")?;
     refusing(&mut heap, keep, "keep", &log);
     heap.free(p)?;
     ok(&heap);
@@ -538,7 +538,7 @@ fn t04_child_rehomed_by_its_destructor_is_not_moved_again() -> R {
     let shelter = heap.new_context(None)?;
     let p = heap.new_context(top)?;
     let mid = heap.new_context(p)?;
-    let c = heap.strdup(mid, "c")?;
+    let c = heap.alloc_str(mid, "c")?;
     reparenting(&mut heap, c, shelter.erase());
     heap.free(p)?;
     ok(&heap);
@@ -553,7 +553,7 @@ fn t04_referenced_child_goes_to_its_reference_owner_first() -> R {
     let top = heap.new_context(None)?;
     let owner = heap.new_context(None)?;
     let p = heap.new_context(top)?;
-    let c = heap.strdup(p, "c")?;
+    let c = heap.alloc_str(p, "c")?;
     heap.reference(owner, c)?;
     heap.free(p)?;
     ok(&heap);
@@ -568,10 +568,10 @@ fn t04_free_children_survivors_go_to_the_objects_parent() -> R {
     let log = new_log();
     let top = heap.new_context(None)?;
     let p = heap.new_context(top)?;
-    let keep = heap.strdup(p, "keep")?;
+    let keep = heap.alloc_str(p, "keep")?;
     let mid = heap.new_context(p)?;
-    let deep_keep = heap.strdup(mid, "deep keep")?;
-    let lose = heap.strdup(p, "lose")?;
+    let deep_keep = heap.alloc_str(mid, "deep keep")?;
+    let lose = heap.alloc_str(p, "lose")?;
     refusing(&mut heap, keep, "keep", &log);
     refusing(&mut heap, deep_keep, "deep keep", &log);
     heap.free_children(p)?;
@@ -727,8 +727,8 @@ fn t05_unlink_from_a_non_parent_fails_and_from_the_parent_frees() -> R {
     // test_misc
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
-    let p1 = heap.strdup(root, "foo")?;
-    let p2 = heap.strdup(p1, "foo")?;
+    let p1 = heap.alloc_str(root, "foo")?;
+    let p2 = heap.alloc_str(p1, "foo")?;
     assert_eq!(heap.unlink(root, p2), Err(Error::NotAParent));
     ok(&heap);
     assert!(heap.contains(p2));
@@ -743,7 +743,7 @@ fn t05_ownerless_references_count_and_unlink_one_at_a_time() -> R {
     // test_misc: talloc_increase_ref_count three times, unlink(NULL, p1).
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
-    let p1 = heap.strdup(root, "foo")?;
+    let p1 = heap.alloc_str(root, "foo")?;
     for _ in 0..3 {
         heap.increase_ref_count(p1)?;
     }
@@ -802,7 +802,7 @@ fn t05_free_of_a_referenced_object_is_refused() -> R {
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
     let (a, b) = (heap.new_context(None)?, heap.new_context(None)?);
-    let x = heap.strdup(root, "x")?;
+    let x = heap.alloc_str(root, "x")?;
     heap.reference(a, x)?;
     heap.reference(b, x)?;
     assert_eq!(heap.free(x), Err(Error::HasReferences { count: 2 }));
@@ -834,7 +834,7 @@ fn t05_free_of_a_top_level_object_with_one_reference_hands_it_over() -> R {
 fn t05_free_of_a_top_level_object_with_one_ownerless_reference_drops_it() -> R {
     // C behaves the same (docs/src/rules.md, T5): only the reference goes.
     let mut heap = Talloc::new();
-    let p = heap.strdup(None, "p")?;
+    let p = heap.alloc_str(None, "p")?;
     heap.increase_ref_count(p)?;
     heap.free(p)?;
     ok(&heap);
@@ -873,7 +873,7 @@ fn t05_newest_reference_wins() -> R {
     let mut heap = Talloc::new();
     let (old, new) = (heap.new_context(None)?, heap.new_context(None)?);
     let p = heap.new_context(None)?;
-    let c = heap.strdup(p, "c")?;
+    let c = heap.alloc_str(p, "c")?;
     heap.reference(old, c)?;
     heap.reference(new, c)?;
     heap.free(p)?;
@@ -890,14 +890,14 @@ fn t05_newest_reference_wins() -> R {
 fn t05_reference_handles_are_children_of_the_owner() -> R {
     let mut heap = Talloc::new();
     let owner = heap.new_context(None)?;
-    let x = heap.zeroed(None, 5)?;
+    let x = heap.alloc_zeroed(None, 5)?;
     heap.reference(owner, x)?;
     let handle = kids(&heap, owner)[0];
     assert_eq!(heap.name(handle)?, REFERENCE_NAME);
     assert_eq!(heap.size(handle)?, 0);
     // A handle is not a parent for new objects.
     assert_eq!(
-        heap.strdup(handle, "no").map(|_| ()),
+        heap.alloc_str(handle, "no").map(|_| ()),
         Err(Error::IsReference)
     );
     ok(&heap);
@@ -910,15 +910,15 @@ fn t05_loop_reference_owned_by_a_descendant_is_dropped() -> R {
     let mut heap = Talloc::new();
     let count = Rc::new(Cell::new(0));
     let top = heap.new_context(None)?;
-    let parent = heap.strdup(top, "parent")?;
+    let parent = heap.alloc_str(top, "parent")?;
     let req1 = heap.alloc(parent, 0u64)?;
-    let req2 = heap.strdup(req1, "req2")?;
+    let req2 = heap.alloc_str(req1, "req2")?;
     let c = count.clone();
     heap.set_destructor(req2, move |_, _| {
         c.set(c.get() + 1);
         Ok(())
     })?;
-    let req3 = heap.strdup(req1, "req3")?;
+    let req3 = heap.alloc_str(req1, "req3")?;
     heap.reference(req3, req1)?;
     heap.free(parent)?;
     ok(&heap);
@@ -939,8 +939,8 @@ fn t05_lifeless_reference_cycle_unlinks_without_making_a_loop() -> R {
     let mut heap = Talloc::new();
     let top = heap.new_context(None)?;
     let child_owner = heap.new_context(None)?;
-    let parent = heap.strdup(top, "parent")?;
-    let child = heap.strdup(parent, "child")?;
+    let parent = heap.alloc_str(top, "parent")?;
+    let child = heap.alloc_str(parent, "child")?;
     heap.reference(child, parent)?;
     heap.reference(child_owner, child)?;
     let _ = heap.unlink(top, parent);
@@ -996,7 +996,7 @@ fn t05_rusty_ownerless_reference_keeps_the_child_at_top_level() -> R {
     // test_rusty: C leaves the child under the null context.
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
-    let p1 = heap.strdup(root, "foo")?;
+    let p1 = heap.alloc_str(root, "foo")?;
     heap.increase_ref_count(p1)?;
     heap.free(root)?;
     ok(&heap);
@@ -1017,8 +1017,8 @@ fn t06_steal_moves_subtrees_and_accounting() -> R {
     // test_steal
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
-    let p1 = heap.zeroed(root, 10)?;
-    let p2 = heap.zeroed(root, 20)?;
+    let p1 = heap.alloc_zeroed(root, 10)?;
+    let p2 = heap.alloc_zeroed(root, 20)?;
     assert_eq!(heap.total_size(root)?, 30);
     heap.steal(None, p1)?;
     heap.steal(None, p2)?;
@@ -1043,7 +1043,7 @@ fn t06_steal_to_itself_is_refused() -> R {
     // C: stealing to ourselves is a no-op that returns the pointer.
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
-    let p1 = heap.zeroed(root, 10)?;
+    let p1 = heap.alloc_zeroed(root, 10)?;
     assert_eq!(heap.steal(p1, p1), Err(Error::Loop));
     ok(&heap);
     assert_eq!(parent_of(&heap, p1), Some(root.erase()));
@@ -1060,7 +1060,7 @@ fn t06_steal_with_references_replaces_only_the_primary_parent() -> R {
         heap.new_context(None)?,
         heap.new_context(None)?,
     );
-    let x = heap.strdup(a, "x")?;
+    let x = heap.alloc_str(a, "x")?;
     heap.reference(owner, x)?;
     heap.steal(b, x)?;
     ok(&heap);
@@ -1079,8 +1079,8 @@ fn t06_steal_of_a_whole_subtree_is_one_relink() -> R {
     let (a, b) = (heap.new_context(None)?, heap.new_context(None)?);
     let sub = heap.new_context(a)?;
     for i in 0..100 {
-        let k = heap.zeroed(sub, i)?;
-        heap.strdup(k, "leaf")?;
+        let k = heap.alloc_zeroed(sub, i)?;
+        heap.alloc_str(k, "leaf")?;
     }
     let blocks = heap.total_blocks(sub)?;
     let size = heap.total_size(sub)?;
@@ -1138,7 +1138,7 @@ fn t08_move_transfers_and_clears_the_handle() -> R {
     let root = heap.new_context(None)?;
     let t1 = heap.new_context(root)?;
     let t2 = heap.new_context(root)?;
-    let mut p = Some(heap.strdup(t1, "foo")?);
+    let mut p = Some(heap.alloc_str(t1, "foo")?);
     let mut x = Some(heap.alloc(t1, 42i32)?);
     let p2 = heap.move_to_parent(t2, &mut p)?;
     let x2 = heap.move_to_parent(t2, &mut x)?;
@@ -1173,7 +1173,7 @@ fn t08_failed_move_keeps_the_handle() -> R {
 fn t09_reparent_from_the_parent_is_a_steal() -> R {
     let mut heap = Talloc::new();
     let (a, b) = (heap.new_context(None)?, heap.new_context(None)?);
-    let x = heap.strdup(a, "x")?;
+    let x = heap.alloc_str(a, "x")?;
     assert_eq!(heap.reparent(a, b, x)?, x);
     ok(&heap);
     assert_eq!(parent_of(&heap, x), Some(b.erase()));
@@ -1188,7 +1188,7 @@ fn t09_reparent_from_a_reference_owner_moves_the_reference() -> R {
         heap.new_context(None)?,
         heap.new_context(None)?,
     );
-    let x = heap.strdup(a, "x")?;
+    let x = heap.alloc_str(a, "x")?;
     heap.reference(b, x)?;
     heap.reparent(b, c, x)?;
     ok(&heap);
@@ -1209,7 +1209,7 @@ fn t09_reparent_from_a_stranger_fails() -> R {
         heap.new_context(None)?,
         heap.new_context(None)?,
     );
-    let x = heap.strdup(a, "x")?;
+    let x = heap.alloc_str(a, "x")?;
     assert_eq!(heap.reparent(b, c, x), Err(Error::NotAParent));
     ok(&heap);
     assert_eq!(parent_of(&heap, x), Some(a.erase()));
@@ -1233,9 +1233,9 @@ fn t10_pool_members_are_carved_and_counted() -> R {
             objects: 1
         }
     );
-    let p1 = heap.zeroed(pool, 80)?;
-    let p2 = heap.zeroed(pool, 20)?;
-    let p3 = heap.zeroed(p1, 50)?; // a descendant of a member is carved too
+    let p1 = heap.alloc_zeroed(pool, 80)?;
+    let p2 = heap.alloc_zeroed(pool, 20)?;
+    let p3 = heap.alloc_zeroed(p1, 50)?; // a descendant of a member is carved too
     ok(&heap);
     for p in [p1, p2, p3] {
         assert!(heap.is_pooled(p)?);
@@ -1243,7 +1243,7 @@ fn t10_pool_members_are_carved_and_counted() -> R {
     assert_eq!(heap.pool_usage(pool)?.objects, 4);
     assert_eq!(heap.total_size(pool)?, 150);
     // Too big for what is left: allocated normally, the pool intact.
-    let p4 = heap.zeroed(p3, 1000)?;
+    let p4 = heap.alloc_zeroed(p3, 1000)?;
     ok(&heap);
     assert!(!heap.is_pooled(p4)?);
     assert_eq!(heap.pool_usage(pool)?.objects, 4);
@@ -1257,8 +1257,8 @@ fn t10_pool_members_are_carved_and_counted() -> R {
 fn t10_freeing_the_last_member_rewinds_and_the_only_member_resets() -> R {
     let mut heap = Talloc::new();
     let pool = heap.pool(None, 1024)?;
-    let a = heap.zeroed(pool, 64)?;
-    let b = heap.zeroed(pool, 64)?;
+    let a = heap.alloc_zeroed(pool, 64)?;
+    let b = heap.alloc_zeroed(pool, 64)?;
     let used = heap.pool_usage(pool)?.used;
     assert!(used >= 128);
     heap.free(b)?;
@@ -1364,7 +1364,7 @@ fn t10_realloc_of_a_member_shrinks_in_place_and_grows_out_of_the_pool() -> R {
     // C grows a member in place when it is the last one; here growth moves it.
     let mut heap = Talloc::new();
     let pool = heap.pool(None, 1024)?;
-    let p = heap.memdup(pool, &[9u8; 40])?;
+    let p = heap.alloc_slice(pool, &[9u8; 40])?;
     heap.realloc(p, 19)?;
     ok(&heap);
     assert!(heap.is_pooled(p)?);
@@ -1445,14 +1445,14 @@ fn t11_pooled_object_carves_its_sub_objects() -> R {
     assert_eq!(heap.size(p)?, std::mem::size_of::<Pooled>());
     assert!(heap.name(p)?.ends_with("Pooled"));
     for _ in 0..2 {
-        let s = heap.strdup(p, s1)?;
+        let s = heap.alloc_str(p, s1)?;
         assert!(heap.is_pooled(s)?);
         heap.free(s)?;
         ok(&heap);
     }
-    let a = heap.strdup(p, s1)?;
-    let b = heap.strdup(p, s2)?;
-    let c = heap.strdup(p, s3)?;
+    let a = heap.alloc_str(p, s1)?;
+    let b = heap.alloc_str(p, s2)?;
+    let c = heap.alloc_str(p, s3)?;
     heap[p] = Pooled {
         s1: Some(a),
         s2: Some(b),
@@ -1480,8 +1480,8 @@ fn t12_free_children_keeps_the_name_chunk() -> R {
     // test_free_children
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
-    let p1 = heap.strdup(root, "foo1")?;
-    let p2 = heap.strdup(p1, "foo2")?;
+    let p1 = heap.alloc_str(root, "foo1")?;
+    let p2 = heap.alloc_str(p1, "foo2")?;
     heap.set_name(p1, format_args!("{}", "testname"))?;
     heap.free_children(p1)?;
     ok(&heap);
@@ -1502,7 +1502,7 @@ fn t12_free_children_keeps_the_name_chunk() -> R {
 fn t12_set_name_const_frees_the_old_name_chunk_at_once() -> R {
     // C keeps the old name chunk until free_children (or the owner) frees it.
     let mut heap = Talloc::new();
-    let p1 = heap.strdup(None, "foo1")?;
+    let p1 = heap.alloc_str(None, "foo1")?;
     heap.set_name(p1, format_args!("{}", "testname"))?;
     assert_eq!(heap.total_blocks(p1)?, 2);
     heap.set_name_const(p1, "testname2")?;
@@ -1543,7 +1543,7 @@ fn t12_free_children_runs_destructors_in_free_order() -> R {
 fn t13_double_free_is_a_stale_error() -> R {
     // C aborts ("Bad talloc magic value - access after free").
     let mut heap = Talloc::new();
-    let p = heap.strdup(None, "p")?;
+    let p = heap.alloc_str(None, "p")?;
     heap.free(p)?;
     assert_eq!(heap.free(p), Err(Error::Stale));
     ok(&heap);
@@ -1582,7 +1582,7 @@ fn t13_reused_slot_does_not_revive_an_old_handle() -> R {
     assert_eq!(heap[new], 2);
     // Even with another type in the slot, the old handle is just stale.
     heap.free(new)?;
-    let s = heap.strdup(None, "str")?;
+    let s = heap.alloc_str(None, "str")?;
     assert_eq!(heap.get(new), Err(Error::Stale));
     assert_eq!(&heap[s], "str");
     ok(&heap);
@@ -1614,7 +1614,7 @@ fn t13_handle_from_another_heap_is_detected() -> R {
 fn t13_realloc_keeps_the_handle_valid() -> R {
     // C: the old pointer after a moving realloc aborts on use.
     let mut heap = Talloc::new();
-    let p = heap.memdup(None, &[1u8, 2, 3])?;
+    let p = heap.alloc_slice(None, &[1u8, 2, 3])?;
     let before = p;
     heap.realloc(p, 10_000)?;
     ok(&heap);
@@ -1629,7 +1629,7 @@ fn t13_realloc_keeps_the_handle_valid() -> R {
 #[test]
 fn t14_named_chunk_counts_in_both_totals() -> R {
     let mut heap = Talloc::new();
-    let s = heap.zeroed(None, 10)?;
+    let s = heap.alloc_zeroed(None, 10)?;
     heap.set_name(s, format_args!("named {}", 1))?;
     assert_eq!(heap.total_size(s)?, 18);
     assert_eq!(heap.total_blocks(s)?, 2);
@@ -1643,8 +1643,8 @@ fn t14_named_chunk_counts_in_both_totals() -> R {
 #[test]
 fn t14_reference_handles_count_as_blocks_not_bytes() -> R {
     let mut heap = Talloc::new();
-    let p = heap.zeroed(None, 5)?;
-    let other = heap.zeroed(None, 100)?;
+    let p = heap.alloc_zeroed(None, 5)?;
+    let other = heap.alloc_zeroed(None, 100)?;
     heap.reference(p, other)?;
     assert_eq!(heap.total_size(p)?, 5);
     assert_eq!(heap.total_blocks(p)?, 2);
@@ -1659,7 +1659,7 @@ fn t14_sizes_of_each_kind() -> R {
     let mut heap = Talloc::new();
     let ctx = heap.new_context(None)?;
     assert_eq!(heap.size(ctx)?, 0);
-    let s = heap.strdup(ctx, "hello")?;
+    let s = heap.alloc_str(ctx, "hello")?;
     assert_eq!(heap.size(s)?, 6); // the NUL counts, as in C
     assert_eq!(heap.len(s)?, 5);
     let a = heap.alloc_array::<u32>(ctx, 5)?;
@@ -1670,7 +1670,7 @@ fn t14_sizes_of_each_kind() -> R {
     assert_eq!(heap.len(v)?, 1);
     let pool = heap.pool(ctx, 4096)?;
     assert_eq!(heap.size(pool)?, 0);
-    heap.zeroed(pool, 100)?;
+    heap.alloc_zeroed(pool, 100)?;
     assert_eq!(heap.total_size(pool)?, 100);
     assert_eq!(heap.total_size(ctx)?, 6 + 20 + 8 + 100);
     assert_eq!(heap.total_blocks(ctx)?, 6);
@@ -1687,13 +1687,13 @@ fn t15_realloc_sizes_and_accounting() -> R {
     // test_realloc
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
-    let p1 = heap.zeroed(root, 10)?;
+    let p1 = heap.alloc_zeroed(root, 10)?;
     assert_eq!(heap.size(p1)?, 10);
     heap.realloc(p1, 20)?;
     ok(&heap);
     assert_eq!(heap.size(p1)?, 20);
     heap.new_context(p1)?;
-    let p2 = heap.zeroed(p1, 30)?;
+    let p2 = heap.alloc_zeroed(p1, 30)?;
     heap.new_context(p1)?;
     heap.realloc(p2, 40)?;
     ok(&heap);
@@ -1708,7 +1708,7 @@ fn t15_realloc_to_zero_keeps_an_empty_array() -> R {
     // C: size 0 means talloc_unlink and returns NULL.
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
-    let p = heap.memdup(root, &[1u16, 2, 3])?;
+    let p = heap.alloc_slice(root, &[1u16, 2, 3])?;
     heap.realloc(p, 0)?;
     ok(&heap);
     assert!(heap.contains(p));
@@ -1726,7 +1726,7 @@ fn t15_realloc_of_a_referenced_array_is_allowed() -> R {
     // C: realloc of a referenced pointer fails (returns NULL).
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
-    let p = heap.zeroed(root, 8)?;
+    let p = heap.alloc_zeroed(root, 8)?;
     heap.increase_ref_count(p)?;
     heap.realloc(p, 5)?;
     ok(&heap);
@@ -1745,7 +1745,7 @@ fn t15_oversize_requests_fail_cleanly() -> R {
         Err(Error::TooLarge)
     );
     assert_eq!(
-        heap.zeroed(root, usize::MAX).map(|_| ()),
+        heap.alloc_zeroed(root, usize::MAX).map(|_| ()),
         Err(Error::TooLarge)
     );
     let d = heap.alloc_array::<f64>(root, 4)?;
@@ -1766,7 +1766,7 @@ fn t15_realloc_child_links_survive_a_moving_realloc() -> R {
     let list = heap.alloc_array::<u64>(el1, 1)?;
     let list2 = heap.alloc_array::<u64>(el1, 1)?;
     let inner = heap.alloc(list, 0u32)?;
-    let name = heap.strdup(inner, "testing")?;
+    let name = heap.alloc_str(inner, "testing")?;
     let el2 = heap.alloc(list, 0u32)?;
     let el2_2 = heap.alloc(list2, 0u32)?;
     heap.realloc(list, 100)?;
@@ -1789,7 +1789,7 @@ fn t15_realloc_child_links_survive_a_moving_realloc() -> R {
 fn t15_realloc_keeps_the_name() -> R {
     // C renames the object to a source location (docs/src/rules.md, T15).
     let mut heap = Talloc::new();
-    let p = heap.zeroed(None, 10)?;
+    let p = heap.alloc_zeroed(None, 10)?;
     heap.set_name_const(p, "buffer")?;
     heap.realloc(p, 1000)?;
     assert_eq!(heap.name(p)?, "buffer");
@@ -1801,13 +1801,13 @@ fn t15_realloc_keeps_the_name() -> R {
 fn t15_strings_grow_in_place() -> R {
     let mut heap = Talloc::new();
     let p1 = heap.new_context(None)?;
-    let p2 = heap.strndup(p1, "foo", 2)?;
+    let p2 = heap.alloc_str_prefix(p1, "foo", 2)?;
     assert_eq!(&heap[p2], "fo");
     heap.str_append_fmt(p2, format_args!("o{}", 'd'))?;
     assert_eq!(&heap[p2], "food");
     assert_eq!(heap.size(p2)?, 5);
     assert_eq!(heap.total_blocks(p1)?, 2);
-    let p3 = heap.asprintf(p1, format_args!("my test '{}'", "string"))?;
+    let p3 = talloc::alloc_format!(heap, p1, "my test '{}'", "string")?;
     assert_eq!(&heap[p3], "my test 'string'");
     assert_eq!(heap.size(p3)?, 17);
     ok(&heap);
@@ -1823,8 +1823,8 @@ fn t16_top_level_lists_parentless_objects() -> R {
     let mut heap = Talloc::new();
     assert_eq!(heap.top_level().count(), 0);
     let a = heap.new_context(None)?;
-    let b = heap.strdup(None, "b")?;
-    let kid = heap.strdup(a, "kid")?;
+    let b = heap.alloc_str(None, "b")?;
+    let kid = heap.alloc_str(a, "kid")?;
     let mut top: Vec<_> = heap.top_level().collect();
     top.sort();
     let mut want = vec![a.erase(), b.erase()];
@@ -1847,11 +1847,11 @@ fn t16_leak_report_lists_what_is_still_alive() -> R {
         heap.leak_report_text(LeakReport::Summary),
         "talloc report on 'null_context' (total      0 bytes in   0 blocks)\n"
     );
-    let s = heap.strdup(None, "forgotten")?; // 10 bytes
+    let s = heap.alloc_str(None, "forgotten")?; // 10 bytes
     heap.set_name_const(s, "forgotten string")?;
     let ctx = heap.new_context(None)?;
     heap.set_name_const(ctx, "session")?;
-    let buf = heap.zeroed(ctx, 100)?;
+    let buf = heap.alloc_zeroed(ctx, 100)?;
     heap.set_name_const(buf, "inner buffer")?;
 
     let summary = heap.leak_report_text(LeakReport::Summary);
@@ -1880,7 +1880,7 @@ fn t16_leak_report_lists_what_is_still_alive() -> R {
     assert_eq!(heap.leak_report_text(LeakReport::Full).lines().count(), 1);
     // A heap dropped with the report on prints it (to stderr) and does not fail.
     heap.enable_leak_report(Some(LeakReport::Full));
-    heap.strdup(None, "leaked on purpose")?;
+    heap.alloc_str(None, "leaked on purpose")?;
     drop(heap);
     Ok(())
 }
@@ -1893,7 +1893,7 @@ fn t16_leak_report_lists_what_is_still_alive() -> R {
 fn t17_set_name_replaces_and_frees_the_old_chunk() -> R {
     // C: every set_name adds a name chunk until the owner is freed.
     let mut heap = Talloc::new();
-    let p = heap.strdup(None, "p")?;
+    let p = heap.alloc_str(None, "p")?;
     for i in 0..5 {
         heap.set_name(p, format_args!("name {i}"))?;
         ok(&heap);
@@ -1911,7 +1911,7 @@ fn t17_default_names() -> R {
     let v = heap.alloc(ctx, 1u64)?;
     assert_eq!(heap.name(v)?, "u64");
     assert_eq!(heap.type_name(v)?, "u64");
-    let x = heap.strdup(ctx, "x")?;
+    let x = heap.alloc_str(ctx, "x")?;
     heap.reference(ctx, x)?;
     let handle = kids(&heap, ctx)[0];
     assert_eq!(heap.name(handle)?, REFERENCE_NAME);
@@ -1931,7 +1931,7 @@ fn t17_check_name_and_find_parent() -> R {
     heap.set_name_const(top, "server")?;
     let mid = heap.alloc(top, 5u16)?;
     heap.set_name(mid, format_args!("conn {}", 7))?;
-    let leaf = heap.zeroed(mid, 1)?;
+    let leaf = heap.alloc_zeroed(mid, 1)?;
     assert_eq!(heap.check_name(top, "server")?, Some(top.erase()));
     assert_eq!(heap.check_name(top, "client")?, None);
     assert_eq!(heap.find_parent_by_name(leaf, "conn 7")?, Some(mid.erase()));
@@ -2001,18 +2001,18 @@ fn t19_memlimit_nested_limits_and_steals() -> R {
     // test_memlimit, first half.
     let mut heap = Talloc::new();
     let root = heap.new_context(None)?;
-    let l1 = heap.zeroed(root, 2048)?;
+    let l1 = heap.alloc_zeroed(root, 2048)?;
     heap.free(l1)?;
-    let l1 = heap.strdup(root, "level 1")?; // 8 bytes
+    let l1 = heap.alloc_str(root, "level 1")?; // 8 bytes
     heap.set_memlimit(l1, 2048)?;
     ok(&heap);
     assert_eq!(
         heap.memlimit(l1)?,
         Some(talloc::MemLimit { max: 2048, used: 8 })
     );
-    assert!(is_limit(heap.zeroed(l1, 2048), l1));
+    assert!(is_limit(heap.alloc_zeroed(l1, 2048), l1));
     ok(&heap);
-    let l2 = heap.strdup(l1, "level 2")?;
+    let l2 = heap.alloc_str(l1, "level 2")?;
     heap.free(l2)?;
     ok(&heap);
     assert_eq!(
@@ -2021,7 +2021,7 @@ fn t19_memlimit_nested_limits_and_steals() -> R {
     );
 
     // A steal into the limited tree never fails, even past the limit...
-    let l2 = heap.zeroed(None, 2048)?;
+    let l2 = heap.alloc_zeroed(None, 2048)?;
     heap.steal(l1, l2)?;
     ok(&heap);
     assert_eq!(
@@ -2032,17 +2032,17 @@ fn t19_memlimit_nested_limits_and_steals() -> R {
         })
     );
     // ...but later allocations under it do.
-    assert!(is_limit(heap.strdup(l2, "level 3"), l1));
+    assert!(is_limit(heap.alloc_str(l2, "level 3"), l1));
     heap.free(l2)?;
     ok(&heap);
 
-    let l2 = heap.strdup(None, "level 2")?;
+    let l2 = heap.alloc_str(None, "level 2")?;
     heap.steal(l1, l2)?;
-    let l3 = heap.strdup(l2, "level 3")?;
+    let l3 = heap.alloc_str(l2, "level 3")?;
     heap.set_memlimit(l3, 1024)?;
-    let l4 = heap.strdup(l3, "level 4")?;
+    let l4 = heap.alloc_str(l3, "level 4")?;
     heap.set_memlimit(l4, 512)?;
-    let l5 = heap.zeroed(l4, 8)?;
+    let l5 = heap.alloc_zeroed(l4, 8)?;
     ok(&heap);
     // Growth past the innermost limit fails and changes nothing.
     assert!(is_limit(heap.realloc(l5, 600), l4));
@@ -2051,24 +2051,24 @@ fn t19_memlimit_nested_limits_and_steals() -> R {
     heap.realloc(l5, 5)?;
     ok(&heap);
     // A limit further up is checked too.
-    assert!(is_limit(heap.zeroed(l4, 1000), l4));
+    assert!(is_limit(heap.alloc_zeroed(l4, 1000), l4));
     heap.set_memlimit(l4, 0)?; // 0 removes the limit
     assert_eq!(heap.memlimit(l4)?, None);
     // Under l3 (limit 1024): l3, l4 and l5 hold 8 + 8 + 5 bytes.
-    let fits = heap.zeroed(l4, 1003)?;
+    let fits = heap.alloc_zeroed(l4, 1003)?;
     heap.free(fits)?;
     ok(&heap);
-    assert!(is_limit(heap.zeroed(l4, 1004), l3));
-    assert!(is_limit(heap.zeroed(l4, 2040), l3));
+    assert!(is_limit(heap.alloc_zeroed(l4, 1004), l3));
+    assert!(is_limit(heap.alloc_zeroed(l4, 2040), l3));
     heap.set_memlimit(l3, 0)?;
-    assert!(is_limit(heap.zeroed(l4, 2040), l1));
+    assert!(is_limit(heap.alloc_zeroed(l4, 2040), l1));
     ok(&heap);
 
     // Out of the limited tree, nothing is limited.
     let t = heap.new_context(root)?;
     heap.steal(t, l5)?;
     ok(&heap);
-    heap.zeroed(t, 2048)?;
+    heap.alloc_zeroed(t, 2048)?;
     ok(&heap);
     heap.free(root)?;
     ok(&heap);
@@ -2091,13 +2091,13 @@ fn t19_memlimit_with_pools_counts_the_region_once() -> R {
     );
     let mut members = Vec::new();
     for _ in 0..10 {
-        let m = heap.zeroed(pool, 1024)?; // carved: exempt from the limit
+        let m = heap.alloc_zeroed(pool, 1024)?; // carved: exempt from the limit
         assert!(heap.is_pooled(m)?);
         members.push(m);
         ok(&heap);
     }
     // The pool is full: the next one would be a real allocation.
-    assert!(is_limit(heap.zeroed(pool, 1024), pool));
+    assert!(is_limit(heap.alloc_zeroed(pool, 1024), pool));
     ok(&heap);
     // Moving a member out does not change the pool's usage.
     let root = heap.new_context(None)?;
@@ -2110,7 +2110,7 @@ fn t19_memlimit_with_pools_counts_the_region_once() -> R {
             used: 10 * 1024
         })
     );
-    assert!(is_limit(heap.zeroed(pool, 1024), pool));
+    assert!(is_limit(heap.alloc_zeroed(pool, 1024), pool));
     heap.free(members[0])?;
     heap.free_children(pool)?;
     ok(&heap);
@@ -2125,7 +2125,7 @@ fn t19_memlimit_with_pools_counts_the_region_once() -> R {
 
     // Growing a member keeps it in the pool while the pool has room (C's
     // test_memlimit: sizes 2 to 8 KiB), with nothing charged.
-    let l1 = heap.zeroed(pool, 1024)?;
+    let l1 = heap.alloc_zeroed(pool, 1024)?;
     for i in 2..=8 {
         heap.realloc(l1, i * 1024)?;
         assert!(heap.is_pooled(l1)?, "{i} KiB still fits in the pool");
@@ -2154,7 +2154,7 @@ fn t19_memlimit_with_pools_counts_the_region_once() -> R {
         })
     );
     // The pool is empty again: carving is still allowed.
-    let big = heap.zeroed(pool, 9 * 1024)?;
+    let big = heap.alloc_zeroed(pool, 9 * 1024)?;
     assert!(heap.is_pooled(big)?);
     ok(&heap);
     heap.realloc(big, 10 * 1024)?; // the pool's only member: still fits
@@ -2165,9 +2165,9 @@ fn t19_memlimit_with_pools_counts_the_region_once() -> R {
     // A limit below the pool's size still lets the pool be carved from.
     heap.free_children(pool)?;
     heap.set_memlimit(pool, 1024)?;
-    let l1 = heap.zeroed(pool, 9 * 1024)?;
+    let l1 = heap.alloc_zeroed(pool, 9 * 1024)?;
     assert!(heap.is_pooled(l1)?);
-    assert!(is_limit(heap.zeroed(pool, 2 * 1024), pool));
+    assert!(is_limit(heap.alloc_zeroed(pool, 2 * 1024), pool));
     ok(&heap);
     heap.free(pool)?;
     heap.free(root)?;
@@ -2218,7 +2218,7 @@ fn t20_pthread_talloc_passing() {
             let mut heap = Talloc::new();
             let top = heap.new_context(None).unwrap();
             heap.set_name_const(top, "top").unwrap();
-            let sub = heap.zeroed(top, 100).unwrap();
+            let sub = heap.alloc_zeroed(top, 100).unwrap();
             heap[sub][0] = i as u8;
             let parcel = heap.detach(sub).unwrap();
             assert!(!heap.contains(sub));
@@ -2252,10 +2252,10 @@ fn t20_pthread_talloc_passing() {
 #[test]
 fn t20_subtree_keeps_its_shape_names_and_references_across_threads() -> R {
     let mut heap = Talloc::new();
-    let msg = heap.strdup(None, "message")?;
+    let msg = heap.alloc_str(None, "message")?;
     heap.set_name(msg, format_args!("msg {}", 1))?;
-    let body = heap.memdup(msg, &[1u32, 2, 3])?;
-    let att = heap.strdup(msg, "attachment")?;
+    let body = heap.alloc_slice(msg, &[1u32, 2, 3])?;
+    let att = heap.alloc_str(msg, "attachment")?;
     heap.reference(att, body)?; // a reference inside the subtree is fine
     let blocks = heap.total_blocks(msg)?;
     let parcel = heap.detach(msg).map_err(|_| Error::Refused)?;
@@ -2296,8 +2296,8 @@ fn t20_subtree_keeps_its_shape_names_and_references_across_threads() -> R {
 fn t20_refused_transfer_leaves_the_subtree_untouched() -> R {
     let mut heap = Talloc::new();
     let top = heap.new_context(None)?;
-    let msg = heap.strdup(top, "m")?;
-    let kid = heap.strdup(msg, "kid")?;
+    let msg = heap.alloc_str(top, "m")?;
+    let kid = heap.alloc_str(msg, "kid")?;
     let local = heap.alloc_local(kid, Rc::new(5))?;
     let blocks = heap.total_blocks(top)?;
     match heap.detach(msg) {
@@ -2325,7 +2325,7 @@ fn t20_refused_transfer_leaves_the_subtree_untouched() -> R {
     }
     ok(&heap);
     let pool = heap.pool(None, 1024)?;
-    let pooled = heap.strdup(pool, "pooled")?;
+    let pooled = heap.alloc_str(pool, "pooled")?;
     match heap.detach(pooled) {
         Err(DetachError::Transfer(e)) => assert_eq!(e.rule, TransferRule::InPool),
         other => panic!("{other:?}"),
@@ -2344,14 +2344,14 @@ fn t21_none_parent_means_top_level() -> R {
     let mut heap = Talloc::new();
     let a = heap.alloc(None, 1u8)?;
     let c = heap.new_context(None)?;
-    let s = heap.strdup(None, "s")?;
-    let z = heap.zeroed(None, 3)?;
+    let s = heap.alloc_str(None, "s")?;
+    let z = heap.alloc_zeroed(None, 3)?;
     let pool = heap.pool(None, 64)?;
     for p in [a.erase(), c.erase(), s.erase(), z.erase(), pool.erase()] {
         assert_eq!(parent_of(&heap, p), None);
         assert_eq!(heap.parent_name(p)?, None);
     }
-    let x = heap.strdup(c, "x")?;
+    let x = heap.alloc_str(c, "x")?;
     heap.steal(None, x)?;
     ok(&heap);
     assert_eq!(parent_of(&heap, x), None);
@@ -2362,7 +2362,7 @@ fn t21_none_parent_means_top_level() -> R {
 fn t21_move_to_none() -> R {
     let mut heap = Talloc::new();
     let c = heap.new_context(None)?;
-    let mut x = Some(heap.strdup(c, "x")?);
+    let mut x = Some(heap.alloc_str(c, "x")?);
     let moved = heap.move_to_parent(None, &mut x)?;
     ok(&heap);
     assert!(x.is_none());
@@ -2376,7 +2376,7 @@ fn t21_move_to_none() -> R {
 fn t21_stale_handles_where_c_takes_null() -> R {
     let mut heap = Talloc::new();
     let ctx = heap.new_context(None)?;
-    let gone = heap.strdup(ctx, "gone")?;
+    let gone = heap.alloc_str(ctx, "gone")?;
     heap.free(gone)?;
     assert_eq!(heap.free(gone), Err(Error::Stale)); // C: talloc_free(NULL) == -1
     assert_eq!(heap.unlink(ctx, gone), Err(Error::Stale)); // C: -1

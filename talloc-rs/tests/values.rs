@@ -40,12 +40,12 @@ fn take_moves_the_value_out_without_dropping_it() {
 fn take_hands_the_children_to_the_parent_in_their_order() {
     let mut heap = Talloc::new();
     let top = heap.new_context(None).unwrap();
-    let older = heap.strdup(top, "older sibling").unwrap();
+    let older = heap.alloc_str(top, "older sibling").unwrap();
     let x = heap.alloc(top, 5u32).unwrap();
     heap.set_name(x, "x's own name").unwrap();
-    let a = heap.strdup(x, "a").unwrap();
-    let b = heap.strdup(x, "b").unwrap();
-    let grandchild = heap.strdup(b, "b's child").unwrap();
+    let a = heap.alloc_str(x, "a").unwrap();
+    let b = heap.alloc_str(x, "b").unwrap();
+    let grandchild = heap.alloc_str(b, "b's child").unwrap();
     assert_eq!(heap.take(x).unwrap(), 5);
     // b and a (newest first) now come before top's older child; x's name
     // chunk went with it.
@@ -123,7 +123,7 @@ fn take_out_of_a_pool_and_of_a_pooled_object() {
 
     // A pooled object's sub-objects outlive it, in its region.
     let req = heap.pooled_object(None, 77u64, 2, 64).unwrap();
-    let part = heap.strdup(req, "carved from req").unwrap();
+    let part = heap.alloc_str(req, "carved from req").unwrap();
     assert_eq!(heap.take(req).unwrap(), 77);
     assert_eq!(&heap[part], "carved from req");
     assert_eq!(heap.parent(part).unwrap(), None);
@@ -226,8 +226,8 @@ fn get_disjoint_mut_gives_distinct_objects_at_once() {
         (30, 20, 10)
     );
 
-    let s1 = heap.strdup(None, "left").unwrap();
-    let s2 = heap.strdup(None, "right").unwrap();
+    let s1 = heap.alloc_str(None, "left").unwrap();
+    let s2 = heap.alloc_str(None, "right").unwrap();
     let [l, r] = heap.get_disjoint_mut([s1, s2]).unwrap();
     l.make_ascii_uppercase();
     assert_eq!((l as &str, r as &str), ("LEFT", "right"));

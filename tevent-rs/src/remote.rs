@@ -40,8 +40,8 @@ use crate::{Context, Error, Immediate};
 /// use tevent::RemoteFn;
 /// let mut ev = tevent::Context::new()?;
 /// let jobs: Vec<RemoteFn> = vec![
-///     Box::new(|ev| { ev.heap_mut().strdup(None, "a").unwrap(); }),
-///     Box::new(|ev| { ev.heap_mut().strdup(None, "b").unwrap(); }),
+///     Box::new(|ev| { ev.heap_mut().alloc_str(None, "a").unwrap(); }),
+///     Box::new(|ev| { ev.heap_mut().alloc_str(None, "b").unwrap(); }),
 /// ];
 /// let remote = ev.remote()?;
 /// for job in jobs {
@@ -69,7 +69,7 @@ pub type RemoteFn = Box<dyn FnOnce(&mut Context) + Send>;
 ///
 /// impl RemoteTask for Job {
 ///     fn run(self: Box<Self>, ev: &mut Context) {
-///         ev.heap_mut().memdup(None, &self.input[..]).unwrap();
+///         ev.heap_mut().alloc_slice(None, &self.input[..]).unwrap();
 ///     }
 /// }
 ///
@@ -257,7 +257,7 @@ impl Remote {
     /// ```
     /// # let mut ev = tevent::Context::new()?;
     /// let remote = ev.remote()?;
-    /// remote.schedule(|ev| { ev.heap_mut().strdup(None, "made by a remote closure").unwrap(); })?;
+    /// remote.schedule(|ev| { ev.heap_mut().alloc_str(None, "made by a remote closure").unwrap(); })?;
     /// assert_eq!(ev.heap().live_objects(), 0);
     /// ev.loop_once()?;
     /// assert_eq!(ev.heap().live_objects(), 1);

@@ -461,7 +461,7 @@ impl Context {
     /// ```
     /// # let mut ev = tevent::Context::new()?;
     /// let req: tevent::Req<()> = ev.req_create(None, ())?;
-    /// let r = ev.heap_mut().strdup(req.state(), "buffer");
+    /// let r = ev.heap_mut().alloc_str(req.state(), "buffer");
     /// let Some(buf) = ev.req_nomem(req, r) else { return Ok(()) };
     /// # let _ = buf;
     /// # Ok::<(), Box<dyn std::error::Error>>(())

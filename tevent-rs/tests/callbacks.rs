@@ -154,7 +154,7 @@ fn a_repeating_timer_keeps_its_handle_until_done(b: &str) {
             TimerAction::after(deadline, Duration::from_millis(2))
         })
         .unwrap();
-    let child = ev.heap_mut().strdup(t, "timer state").unwrap();
+    let child = ev.heap_mut().alloc_str(t, "timer state").unwrap();
     ev.loop_once().unwrap();
     assert!(ev.heap().contains(t) && ev.heap().contains(child));
     assert_eq!(

@@ -55,7 +55,7 @@ fn no_memory(b: &str) {
     let mut ev = ctx(b);
     let req: Req<()> = ev.req_create(None, ()).unwrap();
     ev.heap_mut().set_memlimit(req.state(), 64).unwrap();
-    let r = ev.heap_mut().zeroed(req.state(), 1 << 20);
+    let r = ev.heap_mut().alloc_zeroed(req.state(), 1 << 20);
     assert!(ev.req_nomem(req, r).is_none());
     assert_eq!(ev.req_state(req), Ok(ReqState::NoMemory));
     assert_eq!(ev.req_recv(req), Err(ReqError::NoMemory));
@@ -383,7 +383,7 @@ fn recv_returns_the_state(b: &str) {
     let req: Req<String, ()> = ev.req_create(None, String::from("answer")).unwrap();
     let part = ev
         .heap_mut()
-        .strdup(req.state(), "part of the state")
+        .alloc_str(req.state(), "part of the state")
         .unwrap();
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();

@@ -415,7 +415,7 @@ fn e7_nested_loop_refused(b: &str) {
 fn e8_lifecycles(b: &str) {
     let mut ev = ctx(b);
     let t = ev.add_timer(None, Duration::ZERO, |_, _, _| {}).unwrap();
-    let data = ev.heap_mut().strdup(t.erase(), "private data").unwrap();
+    let data = ev.heap_mut().alloc_str(t.erase(), "private data").unwrap();
     ev.loop_once().unwrap();
     assert!(!ev.heap().contains(t.erase()) && !ev.heap().contains(data));
     assert_eq!(ev.timer_deadline(t), Err(Error::Stale));

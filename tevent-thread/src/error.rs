@@ -12,7 +12,7 @@ use talloc::{Ptr, TransferError};
 /// let mut ev = tevent::Context::new()?;
 /// let sender = ThreadProxy::new(&mut ev, None)?.sender(&ev)?;
 /// let mut heap = talloc::Talloc::new();
-/// let msg = heap.strdup(None, "hello")?;
+/// let msg = heap.alloc_str(None, "hello")?;
 /// heap.set_destructor(msg, |_, _| Ok(()))?;    // a closure cannot cross threads
 /// match sender.send(&mut heap, msg, |_, _| ()) {
 ///     Err(SendError::Transfer(e)) => assert_eq!(e.rule, talloc::TransferRule::Destructor),

@@ -27,7 +27,7 @@
 //!
 //! let worker = std::thread::spawn(move || {
 //!     let mut heap = talloc::Talloc::new();
-//!     let msg = heap.strdup(None, "hello from a worker").unwrap();
+//!     let msg = heap.alloc_str(None, "hello from a worker").unwrap();
 //!     sender.send(&mut heap, msg, |ev, msg| {
 //!         println!("master got: {}", ev.heap().get(msg)?);
 //!         Ok(())

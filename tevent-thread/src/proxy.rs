@@ -46,7 +46,7 @@ impl Drop for ProxyNode {
 /// let sender = proxy.sender(&ev)?;
 /// ev.free(proxy.erase())?;                     // closes the proxy
 /// let mut heap = talloc::Talloc::new();
-/// let data = heap.strdup(None, "x")?;
+/// let data = heap.alloc_str(None, "x")?;
 /// match sender.send(&mut heap, data, |_, _| ()) {
 ///     Err(SendError::Gone { data: back }) => assert_eq!(&heap[back], "x"),
 ///     other => panic!("{other:?}"),
@@ -196,7 +196,7 @@ impl ProxySender {
     /// let sender = ThreadProxy::new(&mut ev, None)?.sender(&ev)?;
     /// std::thread::spawn(move || {
     ///     let mut heap = talloc::Talloc::new();
-    ///     let job = heap.memdup(None, &[1u32, 2, 3]).unwrap();
+    ///     let job = heap.alloc_slice(None, &[1u32, 2, 3]).unwrap();
     ///     sender.send(&mut heap, job, move |ev, job| {
     ///         ev.heap_mut().steal(inbox, job).unwrap(); // keep it
     ///     }).unwrap();
@@ -266,7 +266,7 @@ impl ProxySender {
     /// std::thread::spawn(move || {
     ///     let mut ev = Context::new().unwrap();
     ///     let im = ev.create_immediate(None).unwrap();
-    ///     let msg = ev.heap_mut().strdup(None, "ping").unwrap();
+    ///     let msg = ev.heap_mut().alloc_str(None, "ping").unwrap();
     ///     sender.schedule(&mut ev, im, msg, |ev, _im, msg| {
     ///         assert_eq!(&ev.heap()[msg], "ping");
     ///     }).unwrap();

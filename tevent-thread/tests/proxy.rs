@@ -204,10 +204,10 @@ fn e11_send_moves_the_whole_subtree() {
     let (tx, rx) = mpsc::channel();
     let h = thread::spawn(move || {
         let mut heap = Talloc::new();
-        let msg = heap.strdup(None, "root").unwrap();
-        let a = heap.memdup(msg, &[1u32, 2, 3]).unwrap();
-        let b = heap.strdup(msg, "b").unwrap();
-        heap.strdup(a, "grandchild").unwrap();
+        let msg = heap.alloc_str(None, "root").unwrap();
+        let a = heap.alloc_slice(msg, &[1u32, 2, 3]).unwrap();
+        let b = heap.alloc_str(msg, "b").unwrap();
+        heap.alloc_str(a, "grandchild").unwrap();
         heap.set_name(b, "named child").unwrap();
         let sent_report = heap.report_full(msg).unwrap();
         let blocks = heap.total_blocks(msg).unwrap();
@@ -276,7 +276,7 @@ fn e11_send_to_own_loop_is_never_inline() {
     let ran = Rc::new(Cell::new(false));
     // The handler is Send, so it reports through a channel.
     let (tx, rx) = mpsc::channel();
-    let msg = ev.heap_mut().strdup(None, "to myself").unwrap();
+    let msg = ev.heap_mut().alloc_str(None, "to myself").unwrap();
     sender
         .send(ev.heap_mut(), msg, move |ev, msg| {
             tx.send(ev.heap()[msg].to_string()).unwrap();
@@ -304,7 +304,7 @@ fn e11_delivery_context_is_the_parent_inside_the_handler() {
     let s = seen.clone();
     let mut heap = Talloc::new();
     let parent = heap.new_context(None).unwrap();
-    let msg = heap.strdup(parent, "m").unwrap();
+    let msg = heap.alloc_str(parent, "m").unwrap();
     sender
         .send(&mut heap, msg, move |ev, msg| {
             let heap = ev.heap();
@@ -394,7 +394,7 @@ fn e11_stolen_data_survives_the_handler() {
                 },
             )
             .unwrap();
-        heap.strdup(msg, "child").unwrap();
+        heap.alloc_str(msg, "child").unwrap();
         sender
             .send(&mut heap, msg, move |ev, msg| {
                 ev.heap_mut().steal(inbox, msg).unwrap();
@@ -510,7 +510,7 @@ fn e11_names_and_internal_references_travel() {
     let mut heap = Talloc::new();
     let msg = heap.new_context(None).unwrap();
     heap.set_name(msg, "request 42").unwrap();
-    let shared = heap.strdup(msg, "shared").unwrap();
+    let shared = heap.alloc_str(msg, "shared").unwrap();
     let holder = heap.new_context(msg).unwrap();
     heap.reference(holder, shared).unwrap();
     assert!(
@@ -557,11 +557,11 @@ fn e11_memory_limit_is_given_back_on_send() {
     let mut heap = Talloc::new();
     let limited = heap.new_context(None).unwrap();
     heap.set_memlimit(limited, 1000).unwrap();
-    let big = heap.zeroed(limited, 900).unwrap();
-    assert!(heap.zeroed(limited, 200).is_err(), "over the limit");
+    let big = heap.alloc_zeroed(limited, 900).unwrap();
+    assert!(heap.alloc_zeroed(limited, 200).is_err(), "over the limit");
     sender.send(&mut heap, big, |_, _| {}).unwrap();
     // The bytes left with the data: the limited context has room again.
-    heap.zeroed(limited, 900).unwrap();
+    heap.alloc_zeroed(limited, 900).unwrap();
     heap.verify().unwrap();
     spin(&mut ev, 2);
 }
@@ -579,8 +579,8 @@ fn e11_schedule_moves_the_immediate_and_the_data() {
     thread::spawn(move || {
         let mut ev = Context::new().unwrap();
         let im = ev.create_immediate(None).unwrap();
-        let msg = ev.heap_mut().strdup(None, "ping").unwrap();
-        ev.heap_mut().strdup(msg, "child").unwrap();
+        let msg = ev.heap_mut().alloc_str(None, "ping").unwrap();
+        ev.heap_mut().alloc_str(msg, "child").unwrap();
         sender
             .schedule(&mut ev, im, msg, move |ev, im, msg| {
                 let heap = ev.heap();
@@ -709,7 +709,7 @@ fn e11_schedule_refuses_a_scheduled_immediate() {
     let mut ev = Context::new().unwrap();
     let im = ev.create_immediate(None).unwrap();
     ev.schedule_immediate(im, |_, _| {}).unwrap();
-    let msg = ev.heap_mut().strdup(None, "x").unwrap();
+    let msg = ev.heap_mut().alloc_str(None, "x").unwrap();
     let before = snapshot(ev.heap(), msg);
     match sender.schedule(&mut ev, im, msg, |_, _, _| -> () { panic!("must not run") }) {
         Err(SendError::ImmediateScheduled) => {}
@@ -725,7 +725,7 @@ fn e11_schedule_with_refused_data_keeps_the_immediate() {
     let (mut dest_ev, _proxy, sender) = dest();
     let mut ev = Context::new().unwrap();
     let im = ev.create_immediate(None).unwrap();
-    let msg = ev.heap_mut().strdup(None, "x").unwrap();
+    let msg = ev.heap_mut().alloc_str(None, "x").unwrap();
     ev.heap_mut().set_destructor(msg, |_, _| Ok(())).unwrap();
     match sender.schedule(&mut ev, im, msg, |_, _, _| -> () { panic!("must not run") }) {
         Err(SendError::Transfer(e)) => assert_eq!(e.rule, TransferRule::Destructor),
@@ -740,14 +740,14 @@ fn e11_schedule_with_refused_data_keeps_the_immediate() {
 fn e11_stale_and_foreign_handles() {
     let (_ev, _proxy, sender) = dest();
     let mut heap = Talloc::new();
-    let x = heap.strdup(None, "x").unwrap();
+    let x = heap.alloc_str(None, "x").unwrap();
     heap.free(x).unwrap();
     match sender.send(&mut heap, x, |_, _| {}) {
         Err(SendError::Handle(_)) => {}
         other => panic!("{other:?}"),
     }
     let mut other = Talloc::new();
-    let y = other.strdup(None, "y").unwrap();
+    let y = other.alloc_str(None, "y").unwrap();
     match sender.send(&mut heap, y, |_, _| {}) {
         Err(SendError::Handle(_)) => {}
         other => panic!("{other:?}"),
@@ -757,7 +757,7 @@ fn e11_stale_and_foreign_handles() {
     let mut ev1 = Context::new().unwrap();
     let mut ev2 = Context::new().unwrap();
     let im = ev2.create_immediate(None).unwrap();
-    let msg = ev1.heap_mut().strdup(None, "m").unwrap();
+    let msg = ev1.heap_mut().alloc_str(None, "m").unwrap();
     match sender.schedule(&mut ev1, im, msg, |_, _, _| {}) {
         Err(SendError::Handle(_)) => {}
         other => panic!("{other:?}"),
@@ -777,8 +777,8 @@ fn e11_send_after_proxy_freed_is_gone_with_the_data_back() {
     assert!(!sender.is_alive());
     let mut heap = Talloc::new();
     let parent = heap.new_context(None).unwrap();
-    let msg = heap.strdup(parent, "back").unwrap();
-    heap.strdup(msg, "child").unwrap();
+    let msg = heap.alloc_str(parent, "back").unwrap();
+    heap.alloc_str(msg, "child").unwrap();
     let before = snapshot(&heap, parent);
     match sender.send(&mut heap, msg, |_, _| -> () { panic!("must not run") }) {
         Err(SendError::Gone { data }) => {
@@ -906,13 +906,13 @@ fn e11_dropping_the_loop_frees_queued_data_on_its_thread() {
 fn refuse_pool() {
     let mut heap = Talloc::new();
     let msg = heap.new_context(None).unwrap();
-    heap.strdup(msg, "plain").unwrap();
+    heap.alloc_str(msg, "plain").unwrap();
     let pool = heap.pool(msg, 1024).unwrap();
-    let carved = heap.strdup(pool, "carved").unwrap();
+    let carved = heap.alloc_str(pool, "carved").unwrap();
     assert_refused(&mut heap, msg, pool.erase(), TransferRule::InPool);
     // The pool still serves allocations.
     assert!(heap.is_pooled(carved).unwrap());
-    let more = heap.strdup(pool, "more").unwrap();
+    let more = heap.alloc_str(pool, "more").unwrap();
     assert!(heap.is_pooled(more).unwrap());
     heap.verify().unwrap();
 }
@@ -923,12 +923,12 @@ fn refuse_object_carved_from_a_pool_elsewhere() {
     let mut heap = Talloc::new();
     let pool = heap.pool(None, 1024).unwrap();
     let msg = heap.new_context(None).unwrap();
-    let mid = heap.strdup(msg, "mid").unwrap();
-    let carved = heap.strdup(pool, "carved").unwrap();
+    let mid = heap.alloc_str(msg, "mid").unwrap();
+    let carved = heap.alloc_str(pool, "carved").unwrap();
     heap.steal(mid, carved).unwrap();
     assert_refused(&mut heap, msg, carved.erase(), TransferRule::InPool);
     // And the root itself carved from a pool.
-    let root = heap.strdup(pool, "root").unwrap();
+    let root = heap.alloc_str(pool, "root").unwrap();
     heap.steal(None, root).unwrap();
     assert_refused(&mut heap, root, root.erase(), TransferRule::InPool);
     assert_eq!(&heap[carved], "carved");
@@ -940,8 +940,8 @@ fn refuse_object_carved_from_a_pool_elsewhere() {
 fn refuse_destructor() {
     let mut heap = Talloc::new();
     let msg = heap.new_context(None).unwrap();
-    let a = heap.strdup(msg, "a").unwrap();
-    let deep = heap.strdup(a, "deep").unwrap();
+    let a = heap.alloc_str(msg, "a").unwrap();
+    let deep = heap.alloc_str(a, "deep").unwrap();
     let calls = Rc::new(Cell::new(0));
     let c = calls.clone();
     heap.set_destructor(deep, move |_, _| {
@@ -960,7 +960,7 @@ fn refuse_destructor() {
 #[test]
 fn refuse_destructor_on_the_root() {
     let mut heap = Talloc::new();
-    let msg = heap.strdup(None, "m").unwrap();
+    let msg = heap.alloc_str(None, "m").unwrap();
     heap.set_destructor(msg, |_, _| Ok(())).unwrap();
     assert_refused(&mut heap, msg, msg.erase(), TransferRule::Destructor);
     // Clearing it makes the transfer possible.
@@ -975,10 +975,10 @@ fn refuse_destructor_on_the_root() {
 fn refuse_not_send() {
     let mut heap = Talloc::new();
     let msg = heap.new_context(None).unwrap();
-    let a = heap.strdup(msg, "a").unwrap();
+    let a = heap.alloc_str(msg, "a").unwrap();
     let rc = Rc::new(5);
     let local = heap.alloc_local(a, rc.clone()).unwrap();
-    heap.strdup(msg, "after").unwrap();
+    heap.alloc_str(msg, "after").unwrap();
     assert_refused(&mut heap, msg, local.erase(), TransferRule::NotSend);
     assert_eq!(Rc::strong_count(&rc), 2, "not dropped, not copied");
     assert_eq!(*heap[local], 5);
@@ -990,7 +990,7 @@ fn refuse_not_send() {
 fn refuse_immediate_in_the_subtree() {
     let mut ev = Context::new().unwrap();
     let msg = ev.heap_mut().new_context(None).unwrap();
-    let a = ev.heap_mut().strdup(msg, "a").unwrap();
+    let a = ev.heap_mut().alloc_str(msg, "a").unwrap();
     let im = ev.create_immediate(a).unwrap();
     assert_refused(ev.heap_mut(), msg, im.erase(), TransferRule::NotSend);
     // The immediate still works.
@@ -1019,7 +1019,7 @@ fn refuse_scheduled_immediate_in_the_subtree() {
 fn refuse_timer_in_the_subtree() {
     let mut ev = Context::new().unwrap();
     let msg = ev.heap_mut().new_context(None).unwrap();
-    let a = ev.heap_mut().strdup(msg, "a").unwrap();
+    let a = ev.heap_mut().alloc_str(msg, "a").unwrap();
     let fired = Rc::new(Cell::new(false));
     let f = fired.clone();
     let t = ev
@@ -1052,7 +1052,7 @@ fn refuse_reference_from_outside() {
     let mut heap = Talloc::new();
     let outside = heap.new_context(None).unwrap();
     let msg = heap.new_context(None).unwrap();
-    let inner = heap.strdup(msg, "inner").unwrap();
+    let inner = heap.alloc_str(msg, "inner").unwrap();
     heap.reference(outside, inner).unwrap();
     let out_before = snapshot(&heap, outside);
     assert_refused(
@@ -1073,7 +1073,7 @@ fn refuse_reference_from_outside() {
 #[test]
 fn refuse_reference_to_outside() {
     let mut heap = Talloc::new();
-    let target = heap.strdup(None, "target").unwrap();
+    let target = heap.alloc_str(None, "target").unwrap();
     let msg = heap.new_context(None).unwrap();
     let holder = heap.new_context(msg).unwrap();
     heap.reference(holder, target).unwrap();
@@ -1092,7 +1092,7 @@ fn refuse_reports_the_first_offender_and_a_retry_works() {
     let mut heap = Talloc::new();
     let msg = heap.new_context(None).unwrap();
     let local = heap.alloc_local(msg, Rc::new(())).unwrap();
-    let with_dtor = heap.strdup(msg, "d").unwrap();
+    let with_dtor = heap.alloc_str(msg, "d").unwrap();
     heap.set_destructor(with_dtor, |_, _| Ok(())).unwrap();
     let first = heap.check_transfer(msg).unwrap().unwrap();
     assert!(first.object == local.erase() || first.object == with_dtor.erase());
@@ -1173,7 +1173,7 @@ fn multi_tevent_threaded() {
             let seen = seen.clone();
             thread::spawn(move || {
                 let mut heap = Talloc::new();
-                let msg = heap.asprintf(None, format_args!("thread {i}")).unwrap();
+                let msg = talloc::alloc_format!(heap, None, "thread {i}").unwrap();
                 heap.alloc(msg, i).unwrap();
                 sender
                     .send(&mut heap, msg, move |ev, msg| {
@@ -1236,7 +1236,7 @@ fn multi_tevent_threaded_1() {
                     )
                     .unwrap();
                 ev.heap_mut()
-                    .asprintf(req, format_args!("payload of {i}"))
+                    .alloc_fmt(req, format_args!("payload of {i}"))
                     .unwrap();
                 let me = thread::current().id();
                 let answered = Arc::new(AtomicUsize::new(0));
@@ -1294,7 +1294,7 @@ fn a_failing_delivery_handler_is_reported_on_the_destination() {
     let s = sender.clone();
     thread::spawn(move || {
         let mut heap = Talloc::new();
-        let msg = heap.strdup(None, "not a number").unwrap();
+        let msg = heap.alloc_str(None, "not a number").unwrap();
         s.send(&mut heap, msg, |ev, msg| {
             let n: u32 = ev.heap().get(msg)?.parse()?;
             let _ = n;
@@ -1303,7 +1303,7 @@ fn a_failing_delivery_handler_is_reported_on_the_destination() {
         .unwrap();
         let mut ev = Context::new().unwrap();
         let im = ev.create_immediate(None).unwrap();
-        let msg = ev.heap_mut().strdup(None, "x").unwrap();
+        let msg = ev.heap_mut().alloc_str(None, "x").unwrap();
         s.schedule(&mut ev, im, msg, |_, _, _| {
             Err("refused by the handler".into())
         })

@@ -84,7 +84,7 @@ fn fan_in(senders: usize, each: u64) {
                 start.wait();
                 for seq in 0..each {
                     let msg = heap.alloc(home, Msg { sender: s, seq }).unwrap();
-                    heap.memdup(msg, &seq.to_le_bytes()).unwrap();
+                    heap.alloc_slice(msg, &seq.to_le_bytes()).unwrap();
                     sender
                         .send(&mut heap, msg, move |ev, msg| {
                             let Msg { sender, seq } = ev.heap()[msg];
@@ -196,7 +196,7 @@ fn mesh_loop(me: usize, loops: usize, each: u64, book: Book, start: Arc<Barrier>
                     .alloc(None, MeshMsg { from: me, seq })
                     .unwrap();
                 ev.heap_mut()
-                    .asprintf(msg, format_args!("{me}:{seq}"))
+                    .alloc_fmt(msg, format_args!("{me}:{seq}"))
                     .unwrap();
                 peer.send(ev.heap_mut(), msg, move |ev, msg| {
                     let MeshMsg { from, seq } = ev.heap()[msg];
@@ -398,7 +398,7 @@ fn mid_flight(kill: Kill, senders: usize, after: u64) {
                             },
                         )
                         .unwrap();
-                    heap.strdup(msg, "payload").unwrap();
+                    heap.alloc_str(msg, "payload").unwrap();
                     let d = d.clone();
                     match sender.send(&mut heap, msg, move |ev, msg| {
                         ev.heap_mut()[msg].delivered = true;
@@ -624,7 +624,7 @@ fn fault_handler_panics() {
     assert!(sender.is_alive());
     let again = Arc::new(AtomicBool::new(false));
     let a = again.clone();
-    let msg = heap.strdup(None, "after").unwrap();
+    let msg = heap.alloc_str(None, "after").unwrap();
     sender
         .send(&mut heap, msg, move |_, _| a.store(true, Ordering::Relaxed))
         .unwrap();
@@ -644,7 +644,7 @@ fn fault_handler_panics_in_c_convention() {
     let base = dest.heap().live_objects();
     let mut ev = Context::new().unwrap();
     let im = ev.create_immediate(None).unwrap();
-    let msg = ev.heap_mut().strdup(None, "x").unwrap();
+    let msg = ev.heap_mut().alloc_str(None, "x").unwrap();
     sender
         .schedule(&mut ev, im, msg, |_, _, _| -> () {
             panic!("schedule handler failure")
@@ -685,7 +685,7 @@ fn relay_through_two_loops() {
             let mut heap = Talloc::new();
             for i in 0..100u32 {
                 let msg = heap.alloc(None, i).unwrap();
-                heap.asprintf(msg, format_args!("n{i}")).unwrap();
+                heap.alloc_fmt(msg, format_args!("n{i}")).unwrap();
                 let to_last = to_last.clone();
                 let relayed = relayed.clone();
                 let hops = hops.clone();

@@ -120,7 +120,7 @@ fn e12_closure_gets_the_loop_context() {
     let inbox = ev.heap_mut().new_context(None).unwrap();
     thread::spawn(move || {
         tctx.schedule(move |ev| {
-            ev.heap_mut().strdup(inbox, "made on the loop").unwrap();
+            ev.heap_mut().alloc_str(inbox, "made on the loop").unwrap();
         })
         .unwrap();
     })

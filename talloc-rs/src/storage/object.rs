@@ -48,7 +48,7 @@ impl TypeDesc {
 ///     heap.downcast::<T>(p).is_ok()
 /// }
 /// let mut heap = Talloc::new();
-/// let s = heap.strdup(None, "x")?.erase();
+/// let s = heap.alloc_str(None, "x")?.erase();
 /// let v = heap.alloc(None, 7u32)?.erase();
 /// assert!(is_a::<str>(&heap, s) && !is_a::<[u8]>(&heap, s));
 /// assert!(is_a::<u32>(&heap, v));

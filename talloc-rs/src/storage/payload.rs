@@ -49,7 +49,7 @@ impl Slots {
         // in the node when it is dropped, also when `fill` panics: the node is
         // then consistent and `free` drops exactly what was written. Keeping
         // the count in a local lets the loop compile to a plain store loop
-        // (a `memset` for `zeroed`).
+        // (a `memset` for `alloc_zeroed`).
         struct SetLen<'a> {
             len: &'a mut u32,
             done: u32,

@@ -61,8 +61,8 @@ fn a_full_heap_is_an_error_that_changes_nothing() {
     let pool = heap.pool(root, 1024).unwrap();
     heap.slots.set_capacity(2);
     assert_eq!(heap.alloc(root, 1u8).unwrap_err(), Error::HeapFull);
-    assert_eq!(heap.zeroed(pool, 8), Err(Error::HeapFull));
-    assert_eq!(heap.strdup(None, "x"), Err(Error::HeapFull));
+    assert_eq!(heap.alloc_zeroed(pool, 8), Err(Error::HeapFull));
+    assert_eq!(heap.alloc_str(None, "x"), Err(Error::HeapFull));
     assert_eq!(heap.new_context(None), Err(Error::HeapFull));
     assert_eq!(heap.pool(None, 64).map(|_| ()), Err(Error::HeapFull));
     assert_eq!(heap.reference(root, pool).map(|_| ()), Err(Error::HeapFull));
