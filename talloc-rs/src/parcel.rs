@@ -148,6 +148,37 @@ impl<T: ?Sized> fmt::Debug for Parcel<T> {
     }
 }
 
+impl<T: Send + 'static> Parcel<T> {
+    /// A parcel of one object holding `value`, made without a heap: attach
+    /// it to a heap to get the object (on any thread, since `T` is `Send`).
+    /// Its name is the type's, as [`alloc`](Talloc::alloc) gives. On an
+    /// error (out of memory, a value over 4 GiB) the value comes back.
+    ///
+    /// ```
+    /// use talloc::{Parcel, Talloc};
+    /// let parcel = Parcel::new(vec![1, 2, 3]).map_err(|(e, _)| e)?;
+    /// let mut heap = Talloc::new();
+    /// let v = heap.attach(None, parcel).map_err(|e| e.error)?;
+    /// assert_eq!(heap[v], [1, 2, 3]);
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
+    pub fn new(value: T) -> Result<Parcel<T>, (Error, T)> {
+        let value = Detached::from_value(value).map_err(|(e, v)| (Error::from(e), v))?;
+        Ok(Parcel {
+            entries: vec![Entry {
+                value,
+                parent: NIL,
+                flags: 0,
+                name: None,
+                target: None,
+                refs: Vec::new(),
+                limit: None,
+            }],
+            _root: PhantomData,
+        })
+    }
+}
+
 impl<T: ?Sized> Parcel<T> {
     /// Number of objects in the parcel.
     ///

@@ -249,3 +249,46 @@ fn get_disjoint_mut_gives_distinct_objects_at_once() {
     );
     heap.verify().unwrap();
 }
+
+#[test]
+fn a_parcel_made_from_a_value_attaches_anywhere() {
+    // Counted is not Send: a Send value that counts through an Arc.
+    #[derive(Debug)]
+    struct SendCounted(std::sync::Arc<std::sync::atomic::AtomicU32>, [u64; 3]);
+    impl Drop for SendCounted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut heap = Talloc::new();
+    let ctx = heap.new_context(None).unwrap();
+    // Inline, out of line, zero-sized.
+    let small = heap
+        .attach(ctx, talloc::Parcel::new(7u16).unwrap())
+        .map_err(|e| e.error)
+        .unwrap();
+    let big = heap
+        .attach(ctx, talloc::Parcel::new([9u64; 64]).unwrap())
+        .map_err(|e| e.error)
+        .unwrap();
+    let unit = heap
+        .attach(None, talloc::Parcel::new(()).unwrap())
+        .map_err(|e| e.error)
+        .unwrap();
+    assert_eq!((heap[small], heap[big][63], heap[unit]), (7, 9, ()));
+    assert_eq!(heap.name(big).unwrap(), std::any::type_name::<[u64; 64]>());
+    let counted = talloc::Parcel::new(SendCounted(n.clone(), [1, 2, 3])).unwrap();
+    let moved = std::thread::spawn(move || {
+        let mut other = Talloc::new();
+        let p = other.attach(None, counted).map_err(|e| e.error).unwrap();
+        assert_eq!(other[p].1, [1, 2, 3]);
+        other.free(p).unwrap();
+    });
+    moved.join().unwrap();
+    assert_eq!(n.load(std::sync::atomic::Ordering::Relaxed), 1);
+    drop(talloc::Parcel::new(SendCounted(n.clone(), [0; 3])).unwrap()); // never attached
+    assert_eq!(n.load(std::sync::atomic::Ordering::Relaxed), 2);
+    heap.free(ctx).unwrap();
+    heap.verify().unwrap();
+}

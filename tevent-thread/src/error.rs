@@ -100,3 +100,63 @@ impl std::error::Error for DeliveryError {
         Some(&self.error)
     }
 }
+
+/// Why [`ProxySender::send_value`](crate::ProxySender::send_value) did not
+/// send: the value comes back in every case.
+///
+/// ```
+/// use tevent_thread::{SendValueError, ThreadProxy};
+/// let mut ev = tevent::Context::new()?;
+/// let sender = ThreadProxy::new(&mut ev, None)?.sender(&ev)?;
+/// drop(ev);
+/// let err = sender.send_value(vec![1, 2], |_, _| ()).unwrap_err();
+/// assert!(matches!(err, SendValueError::Gone(_)));
+/// assert_eq!(err.into_value(), [1, 2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub enum SendValueError<T> {
+    /// The destination proxy or its loop is gone.
+    Gone(T),
+    /// Something the send needed could not be made: the value could not be
+    /// packed (no memory, or over 4 GiB), or a call's reply proxy.
+    Failed(tevent::Error, T),
+}
+
+impl<T> SendValueError<T> {
+    /// The value that was not sent.
+    pub fn into_value(self) -> T {
+        match self {
+            SendValueError::Gone(v) | SendValueError::Failed(_, v) => v,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendValueError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendValueError::Gone(_) => f.write_str("Gone(..)"),
+            SendValueError::Failed(e, _) => {
+                f.debug_tuple("Failed").field(e).finish_non_exhaustive()
+            }
+        }
+    }
+}
+
+impl<T> fmt::Display for SendValueError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendValueError::Gone(_) => f.write_str("the destination loop is gone"),
+            SendValueError::Failed(..) => f.write_str("the value could not be sent"),
+        }
+    }
+}
+
+/// `Failed` gives the error as its `source`.
+impl<T> std::error::Error for SendValueError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SendValueError::Failed(e, _) => Some(e),
+            SendValueError::Gone(_) => None,
+        }
+    }
+}

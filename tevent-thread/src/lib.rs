@@ -46,6 +46,8 @@
 
 mod error;
 mod proxy;
+mod service;
 
-pub use error::{DeliveryError, SendError};
+pub use error::{DeliveryError, SendError, SendValueError};
 pub use proxy::{ProxySender, ThreadProxy};
+pub use service::{CallError, Client, Responder, Service};

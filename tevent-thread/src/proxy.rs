@@ -9,7 +9,7 @@ use std::sync::Arc;
 use talloc::{AnyPtr, DetachError, IntoParent, Parcel, Ptr, Talloc};
 use tevent::{CallbackError, Context, HandlerResult, Immediate, Remote, RemoteTask};
 
-use crate::{DeliveryError, SendError};
+use crate::{DeliveryError, SendError, SendValueError};
 
 /// What the destination and every sender share.
 struct Shared {
@@ -248,6 +248,61 @@ impl ProxySender {
                         .expect("the top level always accepts"),
                 };
                 Err(SendError::Gone { data })
+            }
+        }
+    }
+
+    /// Sends a plain value, with no heap on the sender's side: it is
+    /// allocated straight into the message, and `handler` gets it as an
+    /// object in the destination heap (freed after the handler unless
+    /// stolen, as with [`send`](ProxySender::send)). The value must be
+    /// `Send`; no other transfer rule applies to a single fresh value. If
+    /// the destination is gone the value comes back.
+    ///
+    /// ```
+    /// use tevent::Context;
+    /// use tevent_thread::ThreadProxy;
+    /// let mut ev = Context::new()?;
+    /// let sender = ThreadProxy::new(&mut ev, None)?.sender(&ev)?;
+    /// std::thread::spawn(move || {
+    ///     sender.send_value(String::from("ready"), |ev, msg| {
+    ///         assert_eq!(ev.heap().get(msg)?, "ready");
+    ///         Ok(())
+    ///     })
+    /// })
+    /// .join()
+    /// .unwrap()?;
+    /// ev.loop_once()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_value<T, H, R>(&self, value: T, handler: H) -> Result<(), SendValueError<T>>
+    where
+        T: Send + 'static,
+        H: FnOnce(&mut Context, Ptr<T>) -> R + Send + 'static,
+        R: HandlerResult + 'static,
+    {
+        if !self.shared.open.load(Ordering::Acquire) {
+            return Err(SendValueError::Gone(value));
+        }
+        let parcel = Parcel::new(value).map_err(|(e, v)| SendValueError::Failed(e.into(), v))?;
+        let letter = Box::new(Letter {
+            parcel,
+            node: self.node,
+            handler,
+            _result: PhantomData,
+        });
+        match self.shared.remote.schedule_task(letter) {
+            Ok(()) => Ok(()),
+            Err(back) => {
+                // Unpack the value through a heap of its own (an error path).
+                let Letter { parcel, .. } = *back.into_inner();
+                let mut heap = Talloc::new();
+                let p = heap
+                    .attach(None, parcel)
+                    .expect("a one-value parcel attaches at the top level");
+                Err(SendValueError::Gone(
+                    heap.take(p).expect("a fresh object has no references"),
+                ))
             }
         }
     }

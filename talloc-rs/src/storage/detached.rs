@@ -38,6 +38,41 @@ impl Detached {
         }
     }
 
+    /// A value that never was in a heap, stored as a node would store it:
+    /// inline when it fits, else in an allocation of its own. On an error
+    /// (no memory, too large) the value comes back.
+    pub(crate) fn from_value<T: Send + 'static>(value: T) -> Result<Detached, (StoreError, T)> {
+        let desc = <T as Object>::desc();
+        let lay = match layout(desc, 1) {
+            Ok(lay) => lay,
+            Err(e) => return Err((e, value)),
+        };
+        let store = if lay.size() <= INLINE_BYTES && lay.align() <= 8 {
+            let mut bytes = InlineBytes::UNINIT;
+            // SAFETY: the inline bytes are 8-aligned and INLINE_BYTES long,
+            // and `T` needs no more (checked just above).
+            unsafe { bytes.as_mut_ptr().cast::<T>().write(value) };
+            DetachedStore::Inline(bytes)
+        } else {
+            let ptr = match alloc_bytes(lay) {
+                Ok(ptr) => ptr,
+                Err(e) => return Err((e, value)),
+            };
+            // SAFETY: `alloc_bytes` gave room for one `T`, aligned for it
+            // (a dangling aligned pointer for a zero-sized `T`).
+            unsafe { ptr.as_ptr().cast::<T>().write(value) };
+            DetachedStore::Heap {
+                ptr,
+                cap: lay.size() as u32,
+            }
+        };
+        Ok(Detached {
+            desc,
+            len: 1,
+            store,
+        })
+    }
+
     pub(super) fn data(&mut self) -> *mut u8 {
         match &mut self.store {
             DetachedStore::Inline(b) => b.as_mut_ptr(),
