@@ -240,7 +240,7 @@ impl fmt::Debug for Context {
         let reg = self.reg.borrow();
         f.debug_struct("Context")
             .field("backend", &reg.backend.name())
-            .field("fd_events", &reg.fds.slab.len())
+            .field("fd_events", &reg.fds.len())
             .field("timers", &reg.timers.queued())
             .field("immediates", &reg.queued_immediates())
             .field("signal_events", &reg.sigs.len())

@@ -377,7 +377,6 @@ impl Context {
             .reg
             .borrow_mut()
             .fds
-            .slab
             .get_mut(id)
             .and_then(|e| Some((e.cb.take()?, e.node?)))
         else {
@@ -396,7 +395,7 @@ impl Context {
             }
             let back = {
                 let mut reg = self.reg.borrow_mut();
-                match reg.fds.slab.get_mut(id) {
+                match reg.fds.get_mut(id) {
                     Some(e) if e.cb.is_none() => {
                         e.cb = Some(cb);
                         None

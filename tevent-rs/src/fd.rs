@@ -232,7 +232,7 @@ impl Context {
         let synced = {
             let mut reg = self.reg.borrow_mut();
             let reg = &mut *reg;
-            if let Some(e) = reg.fds.slab.get_mut(id) {
+            if let Some(e) = reg.fds.get_mut(id) {
                 e.node = Some(ptr.erase());
             }
             reg.backend.inserted(id);
@@ -252,7 +252,7 @@ impl Context {
         });
         {
             let mut reg = self.reg.borrow_mut();
-            if let Some(e) = reg.fds.slab.get_mut(id) {
+            if let Some(e) = reg.fds.get_mut(id) {
                 e.cb = Some(handler);
             }
             reg.wrappers.bind(fde.erase());
@@ -280,7 +280,6 @@ impl Context {
             .reg
             .borrow()
             .fds
-            .slab
             .get(fde.id)
             .filter(|e| e.node == Some(fde.erase()))
             .map(|e| e.tag);
@@ -298,7 +297,6 @@ impl Context {
         let mut reg = self.reg.borrow_mut();
         let set = reg
             .fds
-            .slab
             .get_mut(fde.id)
             .filter(|e| e.node == Some(fde.erase()))
             .map(|e| e.tag = tag);
@@ -319,7 +317,7 @@ impl Context {
     /// ```
     pub fn fd_flags<F: AsFd + 'static>(&self, fde: FdEvent<F>) -> Result<FdFlags, Error> {
         let reg = self.reg.borrow();
-        match reg.fds.slab.get(fde.id) {
+        match reg.fds.get(fde.id) {
             Some(e) if e.node == Some(fde.erase()) => Ok(e.flags),
             _ => {
                 drop(reg);
@@ -353,10 +351,10 @@ impl Context {
         };
         let mut reg = self.reg.borrow_mut();
         let reg = &mut *reg;
-        let e = reg.fds.slab.get_mut(id).ok_or(Error::Stale)?;
+        let e = reg.fds.get_mut(id).ok_or(Error::Stale)?;
         let old = std::mem::replace(&mut e.flags, flags);
         if let Err(err) = reg.backend.sync(&mut reg.fds, io.as_fd()) {
-            if let Some(e) = reg.fds.slab.get_mut(id) {
+            if let Some(e) = reg.fds.get_mut(id) {
                 e.flags = old;
             }
             return Err(err);

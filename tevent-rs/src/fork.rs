@@ -98,7 +98,7 @@ impl Context {
         for id in firsts {
             let mut reg = self.reg.borrow_mut();
             let reg = &mut *reg;
-            let Some(fd) = reg.fds.slab.get(id).and_then(|e| e.io_fd(&self.heap)) else {
+            let Some(fd) = reg.fds.get(id).and_then(|e| e.io_fd(&self.heap)) else {
                 continue;
             };
             if let Err(e) = reg.backend.sync(&mut reg.fds, fd) {

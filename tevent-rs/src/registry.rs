@@ -85,7 +85,7 @@ impl Registry {
     /// in tevent 0.14), pending timers, queued immediates (remote tasks
     /// already taken count), signal handlers.
     pub(crate) fn has_events(&self) -> bool {
-        self.fds.slab.len() > 0
+        self.fds.len() > 0
             || self.timers.queued() > 0
             || self.queued_immediates() > 0
             || self.sigs.len() > 0

@@ -149,7 +149,7 @@ impl EpollBackend {
         };
         let (changed, chosen) = fds.route_ready(fd, ready);
         if changed {
-            let e = fds.any_member(fd).and_then(|id| fds.slab.get(id));
+            let e = fds.any_member(fd).and_then(|id| fds.get(id));
             if let Some(b) = e.and_then(|e| e.io_fd(heap)) {
                 self.sync(fds, b)?;
             }

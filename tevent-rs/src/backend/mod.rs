@@ -60,7 +60,7 @@ pub(crate) struct Group {
 /// Every fd event of a context, and their grouping by fd number.
 #[derive(Default)]
 pub(crate) struct FdSet {
-    pub(crate) slab: Slab<FdEntry>,
+    slab: Slab<FdEntry>,
     groups: Vec<Group>,
 }
 
@@ -69,6 +69,23 @@ impl FdSet {
     #[cfg(test)]
     pub(crate) fn set_capacity(&mut self, cap: u32) {
         self.slab.set_capacity(cap);
+    }
+
+    /// The event with this id, if it is still there.
+    #[inline]
+    pub(crate) fn get(&self, id: Id) -> Option<&FdEntry> {
+        self.slab.get(id)
+    }
+
+    /// The event with this id, mutably.
+    #[inline]
+    pub(crate) fn get_mut(&mut self, id: Id) -> Option<&mut FdEntry> {
+        self.slab.get_mut(id)
+    }
+
+    /// Number of fd events.
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
     }
 
     pub(crate) fn group(&self, fd: RawFd) -> Option<&Group> {

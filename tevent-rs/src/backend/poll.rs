@@ -54,7 +54,7 @@ impl PollBackend {
             pfds.push(PollFd::new(*fd, PollFlags::POLLIN));
         }
         for id in &self.order {
-            let Some(e) = fds.slab.get(*id) else { continue };
+            let Some(e) = fds.get(*id) else { continue };
             // A silent event is not polled: poll would still report its
             // hang-ups.
             if e.flags.is_empty() {
@@ -101,7 +101,7 @@ impl PollBackend {
                 write: r.contains(PollFlags::POLLOUT),
                 hangup: r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL),
             };
-            let Some(e) = fds.slab.get_mut(*id) else {
+            let Some(e) = fds.get_mut(*id) else {
                 continue;
             };
             let (out, left) = route(e.flags, ready);
