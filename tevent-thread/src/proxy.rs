@@ -227,18 +227,9 @@ impl ProxySender {
             Err(DetachError::Transfer(e)) => return Err(SendError::Transfer(e)),
             Err(DetachError::Handle(e)) => return Err(SendError::Handle(e.into())),
         };
-        // A typed task: if the loop is gone, the letter comes back whole
-        // and the parcel is taken out of it here.
-        let letter = Box::new(Letter {
-            parcel,
-            node: self.node,
-            handler,
-            _result: PhantomData,
-        });
-        match self.shared.remote.schedule_task(letter) {
+        match self.post(parcel, handler) {
             Ok(()) => Ok(()),
-            Err(back) => {
-                let Letter { parcel, .. } = *back.into_inner();
+            Err(parcel) => {
                 // Put the subtree back where it was (its old parent is alive:
                 // only this thread could have freed it).
                 let data = match heap.attach(home, parcel) {
@@ -285,17 +276,10 @@ impl ProxySender {
             return Err(SendValueError::Gone(value));
         }
         let parcel = Parcel::new(value).map_err(|(e, v)| SendValueError::Failed(e.into(), v))?;
-        let letter = Box::new(Letter {
-            parcel,
-            node: self.node,
-            handler,
-            _result: PhantomData,
-        });
-        match self.shared.remote.schedule_task(letter) {
+        match self.post(parcel, handler) {
             Ok(()) => Ok(()),
-            Err(back) => {
+            Err(parcel) => {
                 // Unpack the value through a heap of its own (an error path).
-                let Letter { parcel, .. } = *back.into_inner();
                 let mut heap = Talloc::new();
                 let p = heap
                     .attach(None, parcel)
@@ -305,6 +289,26 @@ impl ProxySender {
                 ))
             }
         }
+    }
+
+    /// Queues a letter for the destination; if its loop is gone, the letter
+    /// comes back whole (a typed task) and its parcel is handed back.
+    fn post<T, H, R>(&self, parcel: Parcel<T>, handler: H) -> Result<(), Parcel<T>>
+    where
+        T: ?Sized + 'static,
+        H: FnOnce(&mut Context, Ptr<T>) -> R + Send + 'static,
+        R: HandlerResult + 'static,
+    {
+        let letter = Box::new(Letter {
+            parcel,
+            node: self.node,
+            handler,
+            _result: PhantomData,
+        });
+        self.shared
+            .remote
+            .schedule_task(letter)
+            .map_err(|back| back.into_inner().parcel)
     }
 
     /// C's calling convention: the sender's immediate and private data both
