@@ -138,6 +138,7 @@ mod remote;
 mod req;
 mod signal;
 mod slab;
+mod task;
 mod timer;
 mod trace;
 mod wrapper;
@@ -155,6 +156,10 @@ pub use remote::{Remote, RemoteFn, RemoteTask, ScheduleError};
 pub use req::{Req, ReqError, ReqState};
 pub use signal::{
     num_signals, sa_info_queue_count, Delivery, SaFlags, SigInfo, Signal, SignalEvent, SignalNumber,
+};
+pub use task::{
+    recv, sleep, sleep_until, try_with, with, yield_now, Cancelled, Join, Recv, Sleep, Task,
+    YieldNow,
 };
 pub use timer::{TimerEvent, When};
 pub use trace::{EventTrace, EventTraceFn, LoopTraceFn, TracePoint, TracedEvent};

@@ -43,6 +43,8 @@ pub(crate) struct Registry {
     pub(crate) wrappers: Wrappers,
     pub(crate) profiles: Profiles,
     pub(crate) failures: crate::callback::Failures,
+    /// Live tasks (`Context::spawn`): each is work, as an event is.
+    pub(crate) tasks: usize,
 }
 
 impl Registry {
@@ -61,6 +63,7 @@ impl Registry {
             wrappers: Wrappers::default(),
             profiles: Profiles::default(),
             failures: Default::default(),
+            tasks: 0,
         }
     }
 
@@ -83,12 +86,13 @@ impl Registry {
 
     /// Whether any event is registered (E6): fd events (silent ones too, as
     /// in tevent 0.14), pending timers, queued immediates (remote tasks
-    /// already taken count), signal handlers.
+    /// already taken count), signal handlers, and live async tasks.
     pub(crate) fn has_events(&self) -> bool {
         self.fds.len() > 0
             || self.timers.queued() > 0
             || self.queued_immediates() > 0
             || self.sigs.len() > 0
+            || self.tasks > 0
     }
 
     /// Immediates waiting to run, with the remote tasks already taken.

@@ -1,0 +1,264 @@
+//! Tasks: futures owned by the heap, cancelled by freeing their owner. On
+//! both backends.
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use common::ctx;
+use tevent::{Cancelled, Context};
+
+/// Counts its drops: a future's state, dropped exactly once.
+struct Dropped(Rc<Cell<u32>>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+/// A future that never finishes, counts its polls and keeps its latest
+/// waker where the test can reach it.
+struct Forever {
+    polls: Rc<Cell<u32>>,
+    waker: Rc<RefCell<Option<Waker>>>,
+}
+
+impl Future for Forever {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.polls.set(self.polls.get() + 1);
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+fn run(ev: &mut Context, mut done: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        ev.loop_once().unwrap();
+    }
+    panic!("not done after 10,000 passes");
+}
+
+/// A task runs to its output; it counts as work until then, and its object
+/// goes when it is done.
+fn spawn_and_finish(b: &str) {
+    let mut ev = ctx(b);
+    let task = ev
+        .spawn(None, async {
+            tevent::sleep(Duration::from_millis(1)).await;
+            tevent::yield_now().await;
+            7
+        })
+        .unwrap();
+    assert!(ev.has_events());
+    assert!(ev.heap().contains(&task));
+    ev.loop_wait().unwrap();
+    assert_eq!(task.try_take(), Some(Ok(7)));
+    assert_eq!(task.try_take(), Some(Err(Cancelled)), "taken once");
+    assert!(!ev.heap().contains(&task));
+    assert_eq!(ev.heap().live_objects(), 0);
+}
+
+/// Freeing the parent drops the future at once (its state's Drop runs
+/// once), takes its timer off the loop, and a task awaiting it reads
+/// Cancelled; nothing polls it again.
+fn freeing_the_owner_cancels(b: &str) {
+    let mut ev = ctx(b);
+    let drops = Rc::new(Cell::new(0));
+    let conn = ev.heap_mut().new_context(None).unwrap();
+    let d = Dropped(drops.clone());
+    let victim = ev
+        .spawn(conn, async move {
+            let _state = d;
+            tevent::sleep(Duration::from_secs(3600)).await;
+            unreachable!("freed before the hour is up");
+        })
+        .unwrap();
+    let join = victim.join();
+    let watcher = ev.spawn(None, join).unwrap();
+    ev.loop_once().unwrap(); // both polled once
+    ev.loop_once().unwrap();
+    assert_eq!(drops.get(), 0);
+    ev.free(conn).unwrap();
+    assert_eq!(drops.get(), 1, "dropped at the free, not later");
+    run(&mut ev, || watcher.is_finished());
+    assert_eq!(watcher.try_take(), Some(Ok(Err(Cancelled))));
+    assert_eq!(victim.try_take(), Some(Err(Cancelled)));
+    assert!(!ev.has_events(), "the timer went with the task");
+    assert_eq!(drops.get(), 1);
+    assert_eq!(ev.heap().live_objects(), 0);
+}
+
+/// A waker of a freed task is harmless, also from another thread; the task
+/// is never polled again.
+fn a_freed_tasks_waker_does_nothing(b: &str) {
+    let mut ev = ctx(b);
+    ev.set_wait_timeout(Duration::from_millis(5));
+    let polls = Rc::new(Cell::new(0));
+    let waker = Rc::new(RefCell::new(None));
+    let task = ev
+        .spawn(
+            None,
+            Forever {
+                polls: polls.clone(),
+                waker: waker.clone(),
+            },
+        )
+        .unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(polls.get(), 1);
+    let w = waker.borrow_mut().take().unwrap();
+    w.wake_by_ref();
+    ev.loop_once().unwrap();
+    assert_eq!(polls.get(), 2, "a wake polls it again");
+    ev.free(&task).unwrap();
+    std::thread::spawn(move || w.wake()).join().unwrap();
+    for _ in 0..3 {
+        ev.loop_once().unwrap();
+    }
+    assert_eq!(polls.get(), 2);
+    assert!(!ev.has_events());
+}
+
+/// A waker called on another thread wakes a sleeping loop.
+fn a_waker_from_another_thread_wakes_the_loop(b: &str) {
+    let mut ev = ctx(b);
+    ev.set_wait_timeout(Duration::from_secs(20));
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let out = ev
+        .block_on(std::future::poll_fn(move |cx| {
+            if f.load(Ordering::Acquire) {
+                return Poll::Ready("woken");
+            }
+            let (f, w) = (f.clone(), cx.waker().clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(2));
+                f.store(true, Ordering::Release);
+                w.wake();
+            });
+            Poll::Pending
+        }))
+        .unwrap();
+    assert_eq!(out, "woken");
+}
+
+/// A task that frees itself: the future is dropped right after that poll,
+/// and nothing polls it again.
+fn a_task_that_frees_itself(b: &str) {
+    let mut ev = ctx(b);
+    let drops = Rc::new(Cell::new(0));
+    let d = Dropped(drops.clone());
+    let me = Rc::new(Cell::new(None));
+    let m = me.clone();
+    let task = ev
+        .spawn(None, async move {
+            let _state = d;
+            tevent::with(|ev| ev.free(m.get().unwrap())).unwrap();
+            tevent::yield_now().await;
+            unreachable!("never polled again");
+        })
+        .unwrap();
+    me.set(Some(task.erase()));
+    ev.loop_once().unwrap();
+    assert_eq!(drops.get(), 1);
+    assert_eq!(task.try_take(), Some(Err(Cancelled)));
+    assert!(!ev.has_events());
+}
+
+/// Requests and tasks meet: a request awaited, and tasks awaiting tasks.
+fn requests_and_joins(b: &str) {
+    let mut ev = ctx(b);
+    let r = ev
+        .block_on(async {
+            let req = tevent::with(|ev| ev.wakeup_send(None, Duration::from_millis(1))).unwrap();
+            tevent::recv(req).await.unwrap();
+            let child = tevent::with(|ev| ev.spawn(None, async { 20 })).unwrap();
+            let v = child.join().await.unwrap();
+            tevent::with(|ev| ev.free(req)).unwrap();
+            v + 1
+        })
+        .unwrap();
+    assert_eq!(r, 21);
+    assert_eq!(ev.heap().live_objects(), 0);
+}
+
+/// Two tasks that yield to each other take turns.
+fn yield_ping_pong(b: &str) {
+    let mut ev = ctx(b);
+    let log = Rc::new(RefCell::new(Vec::new()));
+    for name in ["ping", "pong"] {
+        let log = log.clone();
+        ev.spawn(None, async move {
+            for _ in 0..3 {
+                log.borrow_mut().push(name);
+                tevent::yield_now().await;
+            }
+        })
+        .unwrap();
+    }
+    ev.loop_wait().unwrap();
+    assert_eq!(
+        *log.borrow(),
+        ["ping", "pong", "ping", "pong", "ping", "pong"]
+    );
+}
+
+/// A panicking task: the panic reaches the caller of `loop_once`, the task
+/// is freed, the loop goes on.
+fn a_panicking_task(b: &str) {
+    let mut ev = ctx(b);
+    let task = ev
+        .spawn(None, async {
+            tevent::yield_now().await;
+            panic!("boom in a task");
+        })
+        .unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for _ in 0..3 {
+            ev.loop_once().unwrap();
+        }
+    }));
+    assert!(r.is_err());
+    assert_eq!(task.try_take(), Some(Err(Cancelled)));
+    assert!(!ev.has_events());
+    assert_eq!(ev.block_on(async { 5 }).unwrap(), 5);
+}
+
+/// `with` lends the context inside a task only, once at a time.
+fn with_is_for_tasks(b: &str) {
+    let mut ev = ctx(b);
+    assert_eq!(tevent::try_with(|_| ()), None);
+    let nested = ev
+        .block_on(async { tevent::with(|_| tevent::try_with(|_| ()).is_none()) })
+        .unwrap();
+    assert!(nested);
+    assert_eq!(
+        ev.block_on(async { tevent::with(|ev| ev.loop_once()) })
+            .unwrap(),
+        Err(tevent::Error::Nested)
+    );
+}
+
+both!(
+    spawn_and_finish,
+    freeing_the_owner_cancels,
+    a_freed_tasks_waker_does_nothing,
+    a_waker_from_another_thread_wakes_the_loop,
+    a_task_that_frees_itself,
+    requests_and_joins,
+    yield_ping_pong,
+    a_panicking_task,
+    with_is_for_tasks
+);
