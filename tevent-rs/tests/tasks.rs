@@ -251,6 +251,43 @@ fn with_is_for_tasks(b: &str) {
     );
 }
 
+/// An async block as a request: done, failed, or cancelled by freeing the
+/// request (its task goes with it).
+fn async_blocks_as_requests(b: &str) {
+    let mut ev = ctx(b);
+    let ok = ev
+        .req_spawn(None, async {
+            tevent::yield_now().await;
+            Ok::<_, String>(3)
+        })
+        .unwrap();
+    let bad = ev
+        .req_spawn(None, async { Err::<u8, _>("no".to_string()) })
+        .unwrap();
+    let drops = Rc::new(Cell::new(0));
+    let d = Dropped(drops.clone());
+    let slow = ev
+        .req_spawn(None, async move {
+            let _state = d;
+            tevent::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, String>(())
+        })
+        .unwrap();
+    ev.req_poll(ok).unwrap();
+    ev.req_poll(bad).unwrap();
+    assert_eq!(ev.req_recv(ok), Ok(Some(3)));
+    assert_eq!(
+        ev.req_recv(bad),
+        Err(tevent::ReqError::Failed("no".to_string()))
+    );
+    ev.free(slow).unwrap();
+    assert_eq!(drops.get(), 1);
+    ev.free(ok).unwrap();
+    ev.free(bad).unwrap();
+    assert!(!ev.has_events());
+    assert_eq!(ev.heap().live_objects(), 0);
+}
+
 both!(
     spawn_and_finish,
     freeing_the_owner_cancels,
@@ -260,5 +297,6 @@ both!(
     requests_and_joins,
     yield_ping_pong,
     a_panicking_task,
-    with_is_for_tasks
+    with_is_for_tasks,
+    async_blocks_as_requests
 );

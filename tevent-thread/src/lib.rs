@@ -50,4 +50,4 @@ mod service;
 
 pub use error::{DeliveryError, SendError, SendValueError};
 pub use proxy::{ProxySender, ThreadProxy};
-pub use service::{CallError, Client, Responder, Service};
+pub use service::{Ask, CallError, Client, Responder, Service};

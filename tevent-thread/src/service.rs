@@ -11,7 +11,12 @@
 //! with the server's loop, comes back as [`CallError::NoReply`]. No reply
 //! is lost without a word and no callback runs twice.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 use talloc::{IntoParent, Ptr};
 use tevent::{CallbackError, Context, HandlerResult};
@@ -214,6 +219,126 @@ impl<Q: Send + 'static, A: Send + 'static> Client<Q, A> {
     }
 }
 
+impl<Q: Send + 'static, A: Send + 'static> Client<Q, A> {
+    /// [`call`](Client::call) as a future, for a task on the caller's loop:
+    /// the answer, or why there is none. The call lives under the awaiting
+    /// task: freeing the task cancels it, and so does dropping the future.
+    ///
+    /// # Panics
+    /// When polled outside a task of a tevent loop.
+    ///
+    /// ```
+    /// use tevent::Context;
+    /// use tevent_thread::Service;
+    /// let mut server = Context::new()?;
+    /// let double = Service::new(&mut server, None, |_, n: u32, reply| {
+    ///     reply.send(2 * n)?;
+    ///     Ok(())
+    /// })?;
+    /// let client = double.client(&server)?;
+    /// let caller = std::thread::spawn(move || {
+    ///     let mut ev = Context::new().unwrap();
+    ///     ev.block_on(async move { client.ask(21).await }).unwrap()
+    /// });
+    /// while !caller.is_finished() {
+    ///     server.loop_once()?;
+    /// }
+    /// assert_eq!(caller.join().unwrap(), Ok(42));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ask(&self, request: Q) -> Ask<Q, A> {
+        Ask {
+            client: self.clone(),
+            request: Some(request),
+            call: None,
+            slot: Rc::default(),
+        }
+    }
+}
+
+/// The future [`Client::ask`] gives.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Ask<Q: 'static, A: 'static> {
+    client: Client<Q, A>,
+    /// Until the first poll sends it.
+    request: Option<Q>,
+    /// The call's own context under the task (freed when the future goes).
+    call: Option<talloc::AnyPtr>,
+    slot: Rc<RefCell<AskSlot<A>>>,
+}
+
+struct AskSlot<A> {
+    answer: Option<Result<A, CallError>>,
+    waker: Option<Waker>,
+}
+
+impl<A> Default for AskSlot<A> {
+    fn default() -> Self {
+        AskSlot {
+            answer: None,
+            waker: None,
+        }
+    }
+}
+
+impl<Q, A> fmt::Debug for Ask<Q, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ask")
+            .field("sent", &self.request.is_none())
+            .finish()
+    }
+}
+
+// Nothing in an `Ask` is pinned: the request is moved out on the first
+// poll, never polled in place.
+impl<Q, A> Unpin for Ask<Q, A> {}
+
+impl<Q: Send + 'static, A: Send + 'static> Future for Ask<Q, A> {
+    type Output = Result<A, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(answer) = this.slot.borrow_mut().answer.take() {
+            return Poll::Ready(answer);
+        }
+        this.slot.borrow_mut().waker = Some(cx.waker().clone());
+        if let Some(request) = this.request.take() {
+            let (client, slot) = (this.client.clone(), this.slot.clone());
+            let sent = tevent::with_task(|ev, task| {
+                let call = ev.heap_mut().new_context(task).map_err(|e| e.to_string())?;
+                let sent = client.call(ev, call, request, move |_, answer| {
+                    let mut s = slot.borrow_mut();
+                    s.answer = Some(answer);
+                    if let Some(w) = s.waker.take() {
+                        w.wake();
+                    }
+                });
+                match sent {
+                    Ok(()) => Ok(call),
+                    Err(e) => {
+                        let _ = ev.free(call);
+                        Err(e.to_string())
+                    }
+                }
+            });
+            match sent {
+                Ok(call) => this.call = Some(call.erase()),
+                Err(_) => return Poll::Ready(Err(CallError::Gone)),
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<Q: 'static, A: 'static> Drop for Ask<Q, A> {
+    fn drop(&mut self) {
+        if let Some(call) = self.call {
+            // Outside a poll the task is going, and the call with it.
+            let _ = tevent::try_with(|ev| ev.free(call));
+        }
+    }
+}
+
 /// Runs the serving function on one request (on the serving loop).
 fn serve<Q: 'static, A: 'static>(
     ev: &mut Context,
@@ -307,12 +432,16 @@ pub enum CallError {
     /// The service dropped the request without answering, or its loop
     /// went away before it answered.
     NoReply,
+    /// The service was gone when the request was to be sent
+    /// ([`Client::ask`]; [`Client::call`] hands the request back instead).
+    Gone,
 }
 
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallError::NoReply => f.write_str("the service did not answer"),
+            CallError::Gone => f.write_str("the service is gone"),
         }
     }
 }

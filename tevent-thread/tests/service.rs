@@ -235,3 +235,48 @@ fn many_callers_on_many_threads() {
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
 }
+
+#[test]
+fn ask_awaits_the_answer_and_cancels_with_its_task() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (server, client) = spawn_server(stop.clone());
+    let mut ev = Context::new().unwrap();
+    ev.set_wait_timeout(Duration::from_millis(10));
+    // The answer, awaited.
+    let c = client.clone();
+    let got = ev
+        .block_on(async move { c.ask("hi".to_string()).await })
+        .unwrap();
+    assert_eq!(got, Ok("HI".to_string()));
+    let c = client.clone();
+    let got = ev
+        .block_on(async move { c.ask("drop".to_string()).await })
+        .unwrap();
+    assert_eq!(got, Err(CallError::NoReply));
+    assert_eq!(ev.heap().live_objects(), 0);
+    // A task waiting for a slow answer, freed: the call goes with it.
+    let c = client.clone();
+    let task = ev
+        .spawn(None, async move { c.ask("later".to_string()).await })
+        .unwrap();
+    ev.loop_once().unwrap(); // sends the request
+    ev.free(&task).unwrap();
+    assert_eq!(
+        ev.heap().live_objects(),
+        0,
+        "the call's reply proxy went with the task"
+    );
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(30) {
+        ev.loop_once().unwrap(); // the late answer arrives and is dropped
+    }
+    assert_eq!(task.try_take(), Some(Err(tevent::Cancelled)));
+    assert_eq!(ev.heap().live_objects(), 0);
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    // A service that is gone.
+    let got = ev
+        .block_on(async move { client.ask("x".to_string()).await })
+        .unwrap();
+    assert_eq!(got, Err(CallError::Gone));
+}

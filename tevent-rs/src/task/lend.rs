@@ -83,6 +83,29 @@ pub fn try_with<R>(f: impl FnOnce(&mut Context) -> R) -> Option<R> {
     try_with_task(|ev, _| f(ev))
 }
 
+/// [`with`] that also gives the current task's heap object: the parent to
+/// give what the task owns, so that it goes with the task.
+///
+/// # Panics
+/// As [`with`].
+///
+/// ```
+/// let mut ev = tevent::Context::new()?;
+/// ev.block_on(async {
+///     let buf = tevent::with_task(|ev, me| ev.heap_mut().alloc_zeroed(me, 64))?;
+///     tevent::with(|ev| assert_eq!(ev.heap().size(buf), Ok(64)));
+///     Ok::<_, talloc::Error>(())
+/// })??;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[track_caller]
+pub fn with_task<R>(f: impl FnOnce(&mut Context, AnyPtr) -> R) -> R {
+    match try_with_task(f) {
+        Some(r) => r,
+        None => panic!("tevent::with_task outside a task, or inside a with"),
+    }
+}
+
 /// [`try_with`] that also gives the current task's heap object.
 pub(crate) fn try_with_task<R>(f: impl FnOnce(&mut Context, AnyPtr) -> R) -> Option<R> {
     LENT.with(|l| {

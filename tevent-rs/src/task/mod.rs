@@ -27,7 +27,7 @@ use std::task::{Poll, Wake, Waker};
 use talloc::{AnyPtr, IntoParent};
 
 pub use futures::{recv, sleep, sleep_until, yield_now, Recv, Sleep, YieldNow};
-pub use lend::{try_with, with};
+pub use lend::{try_with, with, with_task};
 
 use crate::registry::Registry;
 use crate::{Context, Error, Remote};
@@ -308,6 +308,55 @@ impl Context {
             ptr: ptr.erase(),
             state,
         })
+    }
+
+    /// A request whose work is an async block (C-style callers and async
+    /// code share one loop and one cancellation rule): `fut` runs as a task
+    /// under the request, so freeing the request cancels it; when it
+    /// finishes, `Ok(v)` makes the request done with `Some(v)` as its state,
+    /// `Err(e)` fails it with `e`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut ev = tevent::Context::new()?;
+    /// let req = ev.req_spawn(None, async {
+    ///     tevent::sleep(Duration::from_millis(1)).await;
+    ///     Ok::<_, String>("slept")
+    /// })?;
+    /// ev.req_poll(req)?;
+    /// assert_eq!(ev.req_recv(req), Ok(Some("slept")));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn req_spawn<F, T, E>(
+        &mut self,
+        parent: impl IntoParent,
+        fut: F,
+    ) -> Result<crate::Req<Option<T>, E>, Error>
+    where
+        F: Future<Output = Result<T, E>> + 'static,
+        T: 'static,
+        E: 'static,
+    {
+        let req = self.req_create(parent, None::<T>)?;
+        let work = async move {
+            let r = fut.await;
+            with(|ev| match r {
+                Ok(v) => {
+                    if let Ok(state) = ev.heap_mut().get_mut(req.state()) {
+                        *state = Some(v);
+                    }
+                    let _ = ev.req_done(req);
+                }
+                Err(e) => {
+                    let _ = ev.req_error(req, e);
+                }
+            });
+        };
+        if let Err(e) = self.spawn(req, work) {
+            let _ = self.free(req);
+            return Err(e);
+        }
+        Ok(req)
     }
 
     /// Runs `fut` as a task under the top level and the loop until it is
