@@ -56,6 +56,23 @@ pub mod book {
         pub mod threads {}
     }
 
+    #[doc = include_str!("../docs/src/recipes.md")]
+    pub mod recipes {
+        // The recipes' programs are examples of their crates, run by
+        // `cargo test` there; these modules test the chapters' other
+        // blocks.
+        #[doc = include_str!("../docs/src/recipes/unix_server.md")]
+        pub mod unix_server {}
+        #[doc = include_str!("../docs/src/recipes/read_to_eof.md")]
+        pub mod read_to_eof {}
+        #[doc = include_str!("../docs/src/recipes/graceful_shutdown.md")]
+        pub mod graceful_shutdown {}
+        #[doc = include_str!("../docs/src/recipes/callback_errors.md")]
+        pub mod callback_errors {}
+        #[doc = include_str!("../docs/src/recipes/worker_pool.md")]
+        pub mod worker_pool {}
+    }
+
     #[doc = include_str!("../docs/src/property-testing.md")]
     pub mod property_testing {}
     #[doc = include_str!("../docs/src/porting.md")]
