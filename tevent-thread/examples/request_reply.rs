@@ -86,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     master.heap_mut().free(served)?;
-    master.free(proxy.erase())?;
+    master.free(proxy)?;
     let back = master.heap().live_objects() == master_blocks;
     println!(
         "every request got exactly one reply: {}; every heap back to its starting block count: {}",
@@ -135,7 +135,7 @@ fn worker(
     }
     let count = ev.heap()[replies].count;
     ev.heap_mut().free(replies).map_err(|e| e.to_string())?;
-    ev.free(proxy.erase()).map_err(|e| e.to_string())?;
+    ev.free(proxy).map_err(|e| e.to_string())?;
     Ok((count, ev.heap().live_objects() == start_blocks))
 }
 

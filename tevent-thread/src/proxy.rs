@@ -44,7 +44,7 @@ impl Drop for ProxyNode {
 /// let mut ev = Context::new()?;
 /// let proxy = ThreadProxy::new(&mut ev, None)?;
 /// let sender = proxy.sender(&ev)?;
-/// ev.free(proxy.erase())?;                     // closes the proxy
+/// ev.free(proxy)?;                     // closes the proxy
 /// let mut heap = talloc::Talloc::new();
 /// let data = heap.alloc_str(None, "x")?;
 /// match sender.send(&mut heap, data, |_, _| ()) {
@@ -59,6 +59,20 @@ pub struct ThreadProxy(Ptr<ProxyNode>);
 impl fmt::Debug for ThreadProxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ThreadProxy({:?})", self.0.erase())
+    }
+}
+
+/// The proxy is its heap object's handle: free it, steal it, or name it as
+/// a parent with no `erase()`, like tevent's event handles.
+impl From<ThreadProxy> for AnyPtr {
+    fn from(p: ThreadProxy) -> AnyPtr {
+        p.0.erase()
+    }
+}
+
+impl IntoParent for ThreadProxy {
+    fn into_parent(self) -> Option<AnyPtr> {
+        Some(self.0.erase())
     }
 }
 
@@ -108,7 +122,7 @@ impl ThreadProxy {
     /// let proxy = tevent_thread::ThreadProxy::new(&mut ev, None)?;
     /// let sender = proxy.sender(&ev)?;
     /// ev.heap_mut().steal_any(owner, proxy.erase())?;  // the proxy now lives as long as `owner`
-    /// ev.heap_mut().free(owner)?;
+    /// ev.free(owner)?;
     /// assert!(!sender.is_alive());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -364,7 +378,7 @@ impl ProxySender {
             },
         )?;
         // The immediate is the sender's handle on this message: it goes.
-        let _ = ev.free(im.erase());
+        let _ = ev.free(im);
         Ok(())
     }
 }

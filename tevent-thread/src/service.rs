@@ -95,6 +95,19 @@ impl<Q: 'static, A: 'static> fmt::Debug for Service<Q, A> {
     }
 }
 
+/// The service is its proxy object's handle: `ev.free(service)` closes it.
+impl<Q: 'static, A: 'static> From<Service<Q, A>> for talloc::AnyPtr {
+    fn from(s: Service<Q, A>) -> talloc::AnyPtr {
+        s.proxy.erase()
+    }
+}
+
+impl<Q: 'static, A: 'static> IntoParent for Service<Q, A> {
+    fn into_parent(self) -> Option<talloc::AnyPtr> {
+        Some(self.proxy.erase())
+    }
+}
+
 impl<Q: Send + 'static, A: Send + 'static> Service<Q, A> {
     /// A service on `ev`'s loop, a child of `parent`, that runs `serve`
     /// for each request: it gets the request and a [`Responder`] to answer
@@ -113,13 +126,10 @@ impl<Q: Send + 'static, A: Send + 'static> Service<Q, A> {
         let proxy = ThreadProxy::new(ev, parent)?;
         let boxed: ServeFn<Q, A> =
             Box::new(move |ev, q, responder| serve(ev, q, responder).into_result());
-        match ev
-            .heap_mut()
-            .alloc_local(proxy.erase(), Server(Some(boxed)))
-        {
+        match ev.heap_mut().alloc_local(proxy, Server(Some(boxed))) {
             Ok(server) => Ok(Service { proxy, server }),
             Err(e) => {
-                let _ = ev.free(proxy.erase());
+                let _ = ev.free(proxy);
                 Err(e.into())
             }
         }
@@ -189,13 +199,13 @@ impl<Q: Send + 'static, A: Send + 'static> Client<Q, A> {
         let boxed: ReplyFn<A> = Box::new(move |ev, answer| on_reply(ev, answer).into_result());
         let made = ev
             .heap_mut()
-            .alloc_local(reply_proxy.erase(), Waiting(Some(boxed)))
+            .alloc_local(reply_proxy, Waiting(Some(boxed)))
             .map_err(tevent::Error::from)
             .and_then(|waiting| Ok((waiting, reply_proxy.sender(ev)?)));
         let (waiting, reply_to) = match made {
             Ok(made) => made,
             Err(e) => {
-                let _ = ev.free(reply_proxy.erase());
+                let _ = ev.free(reply_proxy);
                 return Err(SendValueError::Failed(e, request));
             }
         };
@@ -213,7 +223,7 @@ impl<Q: Send + 'static, A: Send + 'static> Client<Q, A> {
             });
         if sent.is_err() {
             // Nothing went out: the call is over before it began.
-            let _ = ev.free(reply_proxy.erase());
+            let _ = ev.free(reply_proxy);
         }
         sent
     }
@@ -379,9 +389,22 @@ impl<A: 'static> fmt::Debug for Responder<A> {
 }
 
 impl<A: Send + 'static> Responder<A> {
-    /// Sends the answer to the caller's loop. If the caller is gone (it
-    /// freed the call, or its loop ended), the answer comes back.
-    pub fn send(mut self, answer: A) -> Result<(), SendValueError<A>> {
+    /// Sends the answer to the caller's loop. A caller that is gone (it
+    /// freed the call, or its loop ended) cancelled the call: that is not
+    /// an error, and the answer is dropped, so `reply.send(v)?` in a serving
+    /// function stops only on a real failure (the answer could not be
+    /// packed). [`try_send`](Responder::try_send) gives the answer back
+    /// instead.
+    pub fn send(self, answer: A) -> Result<(), SendValueError<A>> {
+        match self.try_send(answer) {
+            Err(SendValueError::Gone(_)) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// [`send`](Responder::send), but a caller that is gone is
+    /// [`SendValueError::Gone`], with the answer back.
+    pub fn try_send(mut self, answer: A) -> Result<(), SendValueError<A>> {
         let reply_to = self.reply_to.take().expect("a responder answers once");
         let (waiting, proxy) = (self.waiting, self.reply_proxy);
         reply_to.send_value(answer, move |ev, a| -> Result<(), CallbackError> {
@@ -418,7 +441,7 @@ fn deliver<A: 'static>(
     outcome: Result<A, CallError>,
 ) -> Result<(), CallbackError> {
     let f = ev.heap_mut().get_mut(waiting).ok().and_then(|w| w.0.take());
-    let _ = ev.free(proxy.erase());
+    let _ = ev.free(proxy);
     match f {
         Some(f) => f(ev, outcome),
         None => Ok(()),

@@ -687,7 +687,7 @@ fn e11_two_proxies_on_one_loop_are_independent() {
         })
         .unwrap();
     }
-    ev.free(a.erase()).unwrap();
+    ev.free(a).unwrap();
     assert!(!sa.is_alive() && sb.is_alive());
     run_until(&mut ev, "b's messages", |_| {
         order.lock().unwrap().len() == 2
@@ -773,7 +773,7 @@ fn e11_stale_and_foreign_handles() {
 #[test]
 fn e11_send_after_proxy_freed_is_gone_with_the_data_back() {
     let (mut ev, proxy, sender) = dest();
-    ev.free(proxy.erase()).unwrap();
+    ev.free(proxy).unwrap();
     assert!(!sender.is_alive());
     let mut heap = Talloc::new();
     let parent = heap.new_context(None).unwrap();
@@ -845,7 +845,7 @@ fn e11_freeing_the_proxy_frees_undelivered_data_on_the_destination() {
     ev.loop_once().unwrap();
     assert_eq!(ran.load(Ordering::Relaxed), 1);
     assert_eq!(log.len(), 2);
-    ev.free(proxy.erase()).unwrap();
+    ev.free(proxy).unwrap();
     spin(&mut ev, 12);
     assert_eq!(ran.load(Ordering::Relaxed), 1, "no handler after the free");
     let entries = log.entries();

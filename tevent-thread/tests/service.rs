@@ -64,12 +64,12 @@ fn spawn_server(
                     ev.add_timer(kept, Duration::from_millis(2), move |ev, _, _| {
                         let reply = ev.heap_mut().get_mut(kept)?.take().ok_or("answered")?;
                         // A caller that cancelled meanwhile is not an error.
-                        let _ = reply.send("LATER".to_string());
+                        reply.send("LATER".to_string())?;
                         Ok(())
                     })?;
                 }
                 _ => {
-                    let _ = reply.send(q.to_uppercase());
+                    reply.send(q.to_uppercase())?;
                 }
             }
             Ok(())
@@ -142,7 +142,7 @@ fn a_service_that_is_gone_gives_the_request_back() {
     })
     .unwrap();
     let client = service.client(&server).unwrap();
-    server.free(service.erase()).unwrap();
+    server.free(service).unwrap();
     let mut ev = Context::new().unwrap();
     let err = client.call(&mut ev, None, 7, |_, _| ()).unwrap_err();
     assert!(matches!(err, SendValueError::Gone(7)));

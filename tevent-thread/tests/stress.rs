@@ -226,7 +226,7 @@ fn mesh_loop(me: usize, loops: usize, each: u64, book: Book, start: Arc<Barrier>
     for (p, &n) in st.next.iter().enumerate() {
         assert_eq!(n, if p == me { 0 } else { each }, "loop {me} from {p}");
     }
-    ev.free(pump.erase()).unwrap();
+    ev.free(pump).unwrap();
     assert_eq!(
         ev.heap().live_objects(),
         base,
@@ -356,7 +356,7 @@ fn mid_flight(kill: Kill, senders: usize, after: u64) {
         match kill {
             Kill::DropContext => drop(ev),
             Kill::FreeProxy => {
-                ev.free(proxy.erase()).unwrap();
+                ev.free(proxy).unwrap();
                 // Keep delivering (nothing: undelivered data is freed here).
                 ev.set_wait_timeout(Duration::from_millis(1));
                 for _ in 0..200 {
