@@ -158,8 +158,8 @@ pub use signal::{
     num_signals, sa_info_queue_count, Delivery, SaFlags, SigInfo, Signal, SignalEvent, SignalNumber,
 };
 pub use task::{
-    recv, sleep, sleep_until, try_with, with, with_task, yield_now, Cancelled, Join, Recv, Sleep,
-    Task, YieldNow,
+    recv, sleep, sleep_until, try_with, with, with_task, yield_now, Async, Cancelled, Join, Ready,
+    Recv, Sleep, Task, YieldNow,
 };
 pub use timer::{TimerEvent, When};
 pub use trace::{EventTrace, EventTraceFn, LoopTraceFn, TracePoint, TracedEvent};

@@ -288,6 +288,61 @@ fn async_blocks_as_requests(b: &str) {
     assert_eq!(ev.heap().live_objects(), 0);
 }
 
+/// Async I/O from tasks: an echo through a socket pair, both ends tasks on
+/// one loop; freeing the owner takes the fd events off the loop.
+fn async_io_echo(b: &str) {
+    use std::os::unix::net::UnixStream;
+    let mut ev = ctx(b);
+    let (a, z) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    z.set_nonblocking(true).unwrap();
+    let owner = ev.heap_mut().new_context(None).unwrap();
+    let echo = ev
+        .spawn(owner, async move {
+            let sock = tevent::Async::new(z)?;
+            let mut buf = [0u8; 64];
+            loop {
+                let n = sock.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(());
+                }
+                sock.write_all(&buf[..n]).await?;
+            }
+        })
+        .unwrap();
+    let client = ev
+        .spawn(None, async move {
+            let sock = tevent::Async::new(a)?;
+            let big = vec![7u8; 300_000]; // more than a socket buffer
+            let mut back = Vec::new();
+            let mut sent = 0;
+            let mut buf = [0u8; 4096];
+            while back.len() < big.len() {
+                if sent < big.len() {
+                    let n = sock.write(&big[sent..(sent + 4096).min(big.len())]).await?;
+                    sent += n;
+                }
+                let n = sock.read(&mut buf).await?;
+                back.extend_from_slice(&buf[..n]);
+            }
+            Ok::<_, std::io::Error>(back == big)
+        })
+        .unwrap();
+    run(&mut ev, || client.is_finished());
+    assert!(client.try_take().unwrap().unwrap().unwrap(), "the echo came back whole");
+    assert!(ev.has_events(), "the echo task waits on its socket");
+    ev.free(owner).unwrap();
+    assert!(echo.is_finished());
+    for _ in 0..100 {
+        if !ev.has_events() {
+            break;
+        }
+        ev.loop_once().unwrap();
+    }
+    assert!(!ev.has_events(), "nothing left on the loop");
+    assert_eq!(ev.heap().live_objects(), 0);
+}
+
 both!(
     spawn_and_finish,
     freeing_the_owner_cancels,
@@ -298,5 +353,6 @@ both!(
     yield_ping_pong,
     a_panicking_task,
     with_is_for_tasks,
-    async_blocks_as_requests
+    async_blocks_as_requests,
+    async_io_echo
 );

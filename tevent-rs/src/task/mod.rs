@@ -13,6 +13,7 @@
 //! length of a closure: the borrow never spans an `.await`.
 
 mod futures;
+mod io;
 mod lend;
 
 use std::cell::RefCell;
@@ -27,6 +28,7 @@ use std::task::{Poll, Wake, Waker};
 use talloc::{AnyPtr, IntoParent};
 
 pub use futures::{recv, sleep, sleep_until, yield_now, Recv, Sleep, YieldNow};
+pub use io::{Async, Ready};
 pub use lend::{try_with, with, with_task};
 
 use crate::registry::Registry;
