@@ -51,7 +51,85 @@ const WORKLOADS: &[Workload] = &[
         max_size: u64::MAX,
         run: fd_pingpong,
     },
+    // Async tasks (no C counterpart: tevent has no futures; compare.sh
+    // skips them, the performance chapter sets them beside tokio's).
+    Workload {
+        name: "task_spawn_complete",
+        default_size: 200_000,
+        max_size: u64::MAX,
+        run: task_spawn_complete,
+    },
+    Workload {
+        name: "task_yield_pingpong",
+        default_size: 500_000,
+        max_size: u64::MAX,
+        run: task_yield_pingpong,
+    },
+    Workload {
+        name: "task_timer_await",
+        default_size: 100_000,
+        max_size: u64::MAX,
+        run: task_timer_await,
+    },
 ];
+
+/// N empty tasks spawned and run to completion, one at a time: spawn, one
+/// poll, output taken.
+fn task_spawn_complete(n: u64) -> (u64, u64) {
+    let mut ev = Context::new().expect("context");
+    let t0 = Instant::now();
+    for i in 0..n {
+        let task = ev.spawn(None, async move { i }).expect("spawn");
+        while !task.is_finished() {
+            ev.loop_once().expect("loop_once");
+        }
+        assert_eq!(task.try_take(), Some(Ok(i)), "task output");
+    }
+    let t = ns(t0.elapsed());
+    assert_eq!(ev.heap().live_objects(), 0);
+    (t, n)
+}
+
+/// Two tasks yielding to each other, N yields in all.
+fn task_yield_pingpong(n: u64) -> (u64, u64) {
+    let mut ev = Context::new().expect("context");
+    let count = Rc::new(Cell::new(0u64));
+    for _ in 0..2 {
+        let c = count.clone();
+        ev.spawn(None, async move {
+            while c.get() < n {
+                c.set(c.get() + 1);
+                tevent::yield_now().await;
+            }
+        })
+        .expect("spawn");
+    }
+    let t0 = Instant::now();
+    while count.get() < n {
+        ev.loop_once().expect("loop_once");
+    }
+    let t = ns(t0.elapsed());
+    ev.loop_wait().expect("loop_wait");
+    (t, n)
+}
+
+/// One task awaiting N zero-length sleeps in turn: a timer added, fired and
+/// freed per await.
+fn task_timer_await(n: u64) -> (u64, u64) {
+    let mut ev = Context::new().expect("context");
+    let t0 = Instant::now();
+    let done = ev
+        .block_on(async move {
+            for _ in 0..n {
+                tevent::sleep(Duration::ZERO).await;
+            }
+            n
+        })
+        .expect("block_on");
+    let t = ns(t0.elapsed());
+    assert_eq!(done, n);
+    (t, n)
+}
 
 fn ns(d: Duration) -> u64 {
     d.as_nanos() as u64
