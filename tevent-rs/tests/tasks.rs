@@ -329,7 +329,10 @@ fn async_io_echo(b: &str) {
         })
         .unwrap();
     run(&mut ev, || client.is_finished());
-    assert!(client.try_take().unwrap().unwrap().unwrap(), "the echo came back whole");
+    assert!(
+        client.try_take().unwrap().unwrap().unwrap(),
+        "the echo came back whole"
+    );
     assert!(ev.has_events(), "the echo task waits on its socket");
     ev.free(owner).unwrap();
     assert!(echo.is_finished());
