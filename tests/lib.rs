@@ -54,6 +54,8 @@ pub mod book {
         pub mod data {}
         #[doc = include_str!("../docs/src/tevent/threads.md")]
         pub mod threads {}
+        #[doc = include_str!("../docs/src/tevent/async.md")]
+        pub mod async_await {}
     }
 
     #[doc = include_str!("../docs/src/recipes.md")]
