@@ -11,6 +11,10 @@
 //! 5. otherwise it waits, until the first timer is due or for the wait
 //!    timeout, and runs at most one fd handler (or the timer that became due).
 //!
+//! A callback that returns an error: the pass ends as usual and the error
+//! comes out of `loop_once` as `Error::Callback` (unless the error hook
+//! handles it), one per call when several are queued (callback.rs).
+//!
 //! A callback that panics: the panic reaches the caller of `loop_once`; the
 //! event keeps its callback (a timer is freed, as after any firing) and the
 //! context stays usable.
