@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use talloc::{Ptr, Talloc};
 use tevent::Remote;
 use tevent::{Context, Immediate};
-use tevent_thread::{ProxySender, ThreadProxy};
+use tevent_thread::{ProxySender, Responder, Service, ThreadProxy};
 
 const REPS: usize = 5;
 const FANIN_SENDERS: usize = 8;
@@ -63,7 +63,50 @@ const WORKLOADS: &[Workload] = &[
         run: proxy_fanin,
         note: Some(note_fanin),
     },
+    // No C counterpart (tevent has no futures): the round trip above, but
+    // awaited from a task with a typed Service (`client.ask(i).await`).
+    Workload {
+        name: "task_thread_ask_roundtrip",
+        default_size: 100_000,
+        max_size: u64::MAX,
+        run: ask_roundtrip,
+        note: None,
+    },
 ];
+
+/// The worker awaits N calls in turn from one task; the master serves them
+/// on its loop.
+fn ask_roundtrip(n: u64) -> (u64, u64) {
+    let mut ev = Context::new().expect("context");
+    let served = Arc::new(AtomicU64::new(0));
+    let s = served.clone();
+    let service = Service::new(&mut ev, None, move |_, i: u64, reply: Responder<u64>| {
+        s.fetch_add(1, Ordering::Relaxed);
+        reply.send(i + 1)?;
+        Ok(())
+    })
+    .expect("Service::new");
+    let client = service.client(&ev).expect("client");
+    let worker = std::thread::spawn(move || {
+        let mut ev = Context::new().expect("context");
+        let t0 = Instant::now();
+        ev.block_on(async move {
+            for i in 0..n {
+                assert_eq!(client.ask(i).await, Ok(i + 1), "reply");
+            }
+        })
+        .expect("block_on");
+        let elapsed = ns(t0.elapsed());
+        drop(ev);
+        elapsed
+    });
+    while served.load(Ordering::Relaxed) < n {
+        ev.loop_once().expect("loop_once");
+    }
+    let elapsed = worker.join().expect("worker");
+    ev.free(service).expect("free");
+    (elapsed, n)
+}
 
 fn ns(d: Duration) -> u64 {
     d.as_nanos() as u64
