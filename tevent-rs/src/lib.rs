@@ -48,6 +48,9 @@
 //! - trace hooks: [`TracePoint`], [`EventTrace`], [`TracedEvent`] (trace.rs);
 //! - wrappers, hooks around handlers: [`Wrapper`], [`WrapperHooks`],
 //!   [`Wrapped`] (wrapper.rs);
+//! - async tasks owned by the heap: [`Context::spawn`], [`Task`],
+//!   [`with`], the loop's futures ([`sleep`], [`yield_now`], [`recv`],
+//!   [`Async`] I/O) (task/);
 //! - callbacks that fail, timers that repeat: [`HandlerResult`],
 //!   [`CallbackError`], [`Context::set_error_hook`], [`TimerAction`]
 //!   (callback.rs);
