@@ -93,13 +93,13 @@ impl Slots {
                 return Err(Error::Aliased);
             }
         }
+        // Distinct slots are distinct nodes, and their values distinct
+        // storage: an inline value is inside its node, an out-of-line one
+        // has its own allocation or pool range.
         let nodes = self.nodes.as_mut_ptr();
-        // SAFETY: every slot is live and holds a `T` (checked above, and
-        // invariant 2); the slots are pairwise distinct, so the nodes are
-        // distinct elements of the array and their values distinct storage
-        // (an inline value is inside its node, an out-of-line one has its own
-        // allocation or pool range). The pointer comes from `&mut self`, so
-        // the references are unique for as long as they live.
+        // SAFETY: each slot is live and holds a `T` (checked above;
+        // invariant 2), the slots are pairwise distinct, and the pointer
+        // comes from `&mut self`: the references are unique while they live.
         Ok(std::array::from_fn(|i| unsafe {
             let n = &mut *nodes.add(slots[i] as usize);
             let len = n.len;
@@ -118,10 +118,10 @@ impl Slots {
         );
         let n = self.node_mut(slot);
         debug_assert!(n.is_live() && n.len == 1);
-        // SAFETY: the node is live and holds one `T` (checked above;
-        // invariant 1), at an address aligned for it. Its length goes to 0
-        // before `release`, so the value is not dropped there: the returned
-        // copy is its one owner (a Rust move).
+        // The length goes to 0 before `release`, so the value is not dropped
+        // there: the returned copy is its one owner (a Rust move).
+        // SAFETY: the node is live and holds one aligned `T` (checked
+        // above; invariant 1).
         let value = unsafe { n.data_mut().cast::<T>().read() };
         n.len = 0;
         let no_panic = self.release(slot);
