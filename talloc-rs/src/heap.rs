@@ -277,6 +277,24 @@ impl Talloc {
         self.slot(p.into().key).is_ok()
     }
 
+    /// Whether the handle was made by another heap (its uses here fail
+    /// with [`Error::ForeignHeap`]); false for this heap's handles, live or
+    /// freed.
+    ///
+    /// ```
+    /// # use talloc::Talloc;
+    /// let (mut a, mut b) = (Talloc::new(), Talloc::new());
+    /// let p = a.alloc(None, 1u8)?;
+    /// let q = b.alloc(None, 2u8)?;
+    /// a.free(p)?;
+    /// assert!(!a.is_foreign(p)); // freed, but a's own
+    /// assert!(a.is_foreign(q));
+    /// # Ok::<(), talloc::Error>(())
+    /// ```
+    pub fn is_foreign(&self, p: impl Into<AnyPtr>) -> bool {
+        p.into().key.heap != self.slots.id()
+    }
+
     // ----- the rare table ------------------------------------------------
 
     pub(crate) fn rare(&self, slot: u32) -> Option<&Rare> {

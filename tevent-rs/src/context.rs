@@ -51,7 +51,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Context {
-    pub(crate) heap: Talloc,
+    /// Boxed, so that moving the context (as `task::lend` does at every
+    /// poll of a task) moves a few words, not the heap's bookkeeping.
+    pub(crate) heap: Box<Talloc>,
     pub(crate) reg: Shared,
     pub(crate) id: u64,
     /// The last time read from the clock (timers due by then are due now).
@@ -90,7 +92,7 @@ impl Context {
     pub fn with_backend(name: &str) -> Result<Context, Error> {
         let backend = Backend::new(name)?;
         Ok(Context {
-            heap: Talloc::new(),
+            heap: Box::new(Talloc::new()),
             reg: Rc::new(RefCell::new(Registry::new(backend))),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             now: Instant::now(),
@@ -256,6 +258,9 @@ impl Drop for Context {
         if let Some(r) = remote {
             drop(r.close());
         }
+        // No task of this heap is woken on this thread from now on (the
+        // remote is closed): take out those that were.
+        crate::task::forget_woken(&self.heap);
         // Dropping the heap drops every event's node: each takes itself off
         // the loop, fds are closed (or given to their close functions),
         // signal actions are restored.

@@ -24,6 +24,8 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Instant;
 
+use talloc::AnyPtr;
+
 use crate::backend::{Backend, Waited};
 use crate::immediate::{ImmHandler, OnceFn, Popped};
 use crate::registry::{internal_fds, Shared};
@@ -42,6 +44,8 @@ enum Step {
     Once(OnceFn),
     /// A task from another thread, taken at step 2.
     Remote(Task),
+    /// An async task woken on this thread, to poll.
+    Poll(AnyPtr),
     Timer(FireFn, TimerEvent, Instant, bool),
     /// Nothing to run: wait, until the next timer's deadline if any.
     Wait(Option<Instant>),
@@ -190,6 +194,10 @@ impl Context {
                     }
                     return Ok(());
                 }
+                Step::Poll(task) => {
+                    crate::task::poll(self, task);
+                    return Ok(());
+                }
                 Step::Timer(fire, handle, deadline, traced) => {
                     self.run_timer(fire, handle, deadline, traced);
                     return Ok(());
@@ -231,6 +239,20 @@ impl Context {
         // Taken remote tasks first: every queued immediate came after them.
         if let Some(t) = reg.remote_batch.pop_front() {
             return Step::Remote(t);
+        }
+        // Woken tasks and immediates take turns, so that neither starves
+        // the other; the check costs nothing while no task lives.
+        if reg.tasks > 0 {
+            if reg.woken.is_empty() {
+                crate::task::take_woken(&self.heap, &mut reg.woken);
+            }
+            if reg.tasks_turn || reg.imms.queued() == 0 {
+                if let Some(t) = reg.woken.pop_front() {
+                    reg.tasks_turn = false;
+                    return Step::Poll(t);
+                }
+            }
+            reg.tasks_turn = true;
         }
         let traced = reg.tracing.events;
         match reg.imms.pop_front() {

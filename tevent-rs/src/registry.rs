@@ -12,6 +12,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use talloc::AnyPtr;
+
 use crate::backend::{Backend, FdSet, Internal};
 use crate::immediate::Immediates;
 use crate::profile::Profiles;
@@ -45,6 +47,11 @@ pub(crate) struct Registry {
     pub(crate) failures: crate::callback::Failures,
     /// Live tasks (`Context::spawn`): each is work, as an event is.
     pub(crate) tasks: usize,
+    /// Tasks woken on this thread, taken from the thread's list, to poll
+    /// in turn (one per pass, taking turns with the immediates).
+    pub(crate) woken: VecDeque<AnyPtr>,
+    /// Whether a woken task goes before the next immediate.
+    pub(crate) tasks_turn: bool,
 }
 
 impl Registry {
@@ -64,6 +71,8 @@ impl Registry {
             profiles: Profiles::default(),
             failures: Default::default(),
             tasks: 0,
+            woken: VecDeque::new(),
+            tasks_turn: false,
         }
     }
 

@@ -161,6 +161,9 @@ pub(crate) struct RemoteInner {
     /// Set (under the lock) when the queue holds something: the loop's cheap
     /// check before it takes the lock.
     pending: AtomicBool,
+    /// Cleared when the context goes (a cheaper look than the lock, for
+    /// wakes on the loop's own thread, which cannot race with it).
+    open: AtomicBool,
     wake: EventFd,
 }
 
@@ -388,6 +391,12 @@ impl Remote {
         self.inner.queue.lock().is_some()
     }
 
+    /// Whether the context still exists, as seen without the lock: exact on
+    /// the loop's own thread, a hint elsewhere.
+    pub(crate) fn is_open(&self) -> bool {
+        self.inner.open.load(Ordering::Acquire)
+    }
+
     /// Whether two handles lead to the same context.
     ///
     /// ```
@@ -410,6 +419,7 @@ impl RemoteInner {
                 armed: false,
             })),
             pending: AtomicBool::new(false),
+            open: AtomicBool::new(true),
             wake,
         })
     }
@@ -465,6 +475,7 @@ impl RemoteInner {
     /// handles, whose sends then wait forever... which is why the lock is
     /// only tried.
     pub(crate) fn abandon(&self) -> VecDeque<Task> {
+        self.open.store(false, Ordering::Release);
         match self.queue.try_lock() {
             Some(mut q) => q.take().map(|q| q.tasks).unwrap_or_default(),
             None => VecDeque::new(),
@@ -473,6 +484,7 @@ impl RemoteInner {
 
     /// The context is going: later sends fail. Gives back what was queued.
     pub(crate) fn close(&self) -> VecDeque<Task> {
+        self.open.store(false, Ordering::Release);
         self.queue
             .lock()
             .take()

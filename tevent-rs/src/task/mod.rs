@@ -5,9 +5,10 @@
 //! parent or any ancestor drops the future at once, with everything it
 //! registered (its timers are children of the task). The spawner awaits
 //! the output through the [`Task`] handle, which reads [`Cancelled`] if the
-//! task was freed first. Wakers are `Send + Sync`: they go through the
-//! loop's [`Remote`] queue, so a waker called on another thread wakes the
-//! loop, and a waker of a freed task does nothing.
+//! task was freed first. Wakers are `Send + Sync`: on the loop's thread a
+//! wake is a push onto a thread-local list; from another thread it goes
+//! through the loop's [`Remote`](crate::Remote) queue and wakes the loop
+//! (wake.rs). A waker of a freed task does nothing.
 //!
 //! Inside a task, [`with`] lends the running task its context for the
 //! length of a closure: the borrow never spans an `.await`.
@@ -15,30 +16,35 @@
 mod futures;
 mod io;
 mod lend;
+mod wake;
 
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Poll, Wake, Waker};
+use std::task::{Poll, Waker};
 
 use talloc::{AnyPtr, IntoParent};
 
 pub use futures::{recv, sleep, sleep_until, yield_now, Recv, Sleep, YieldNow};
 pub use io::{Async, Ready};
 pub use lend::{try_with, with, with_task};
+pub(crate) use wake::{forget_woken, take_woken};
+
+use wake::TaskWaker;
 
 use crate::registry::Registry;
-use crate::{Context, Error, Remote};
+use crate::{Context, Error};
 
 /// A spawned future's heap object.
 struct TaskNode {
     /// The future, out of the node while it is polled.
     fut: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    waker: Option<Waker>,
+    /// The task's waker, and what it is made of (to clear its `scheduled`
+    /// flag); out of the node while it is polled, as the future is.
+    waker: Option<(Waker, Arc<TaskWaker>)>,
     /// To count live tasks (a live task is work, for `has_events`).
     reg: Rc<RefCell<Registry>>,
 }
@@ -50,53 +56,34 @@ impl Drop for TaskNode {
     }
 }
 
-/// What a task's waker does: ask the loop, through its remote queue, to
-/// poll the task, once however many wakes come before the poll.
-struct TaskWaker {
-    task: AnyPtr,
-    remote: Remote,
-    scheduled: AtomicBool,
-}
-
-impl Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            let me = self.clone();
-            // A loop that is gone polls nothing: nothing to do then.
-            let _ = self.remote.schedule(move |ev| poll(ev, &me));
-        }
-    }
-}
-
-/// Polls a task once, if it is still there.
-fn poll(ev: &mut Context, waker: &Arc<TaskWaker>) {
-    waker.scheduled.store(false, Ordering::Release);
-    let task = waker.task;
+/// Polls a task once, if it is still there (the loop's step for a woken
+/// task, and what a wake from another thread schedules).
+pub(crate) fn poll(ev: &mut Context, task: AnyPtr) {
     let Ok(node) = ev.heap.downcast::<TaskNode>(task) else {
         return; // freed: nothing polls a freed task
     };
-    let Some((mut fut, w)) = ev
+    let Some((mut fut, (waker, wake))) = ev
         .heap
         .get_mut(node)
         .ok()
-        .and_then(|n| Some((n.fut.take()?, n.waker.clone()?)))
+        .and_then(|n| Some((n.fut.take()?, n.waker.take()?)))
     else {
         return;
     };
+    wake.polling();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         lend::lend(ev, task, || {
             fut.as_mut()
-                .poll(&mut std::task::Context::from_waker(&w))
+                .poll(&mut std::task::Context::from_waker(&waker))
                 .is_ready()
         })
     }));
     match r {
         Ok(false) => match ev.heap.get_mut(node) {
-            Ok(n) => n.fut = Some(fut),
+            Ok(n) => {
+                n.fut = Some(fut);
+                n.waker = Some((waker, wake));
+            }
             Err(_) => drop(fut), // it freed itself while it ran
         },
         Ok(true) => {
@@ -299,13 +286,10 @@ impl Context {
         };
         self.reg.borrow_mut().tasks += 1;
         let ptr = self.heap.alloc_local(parent, node)?;
-        let waker = Arc::new(TaskWaker {
-            task: ptr.erase(),
-            remote,
-            scheduled: AtomicBool::new(false),
-        });
-        self.heap[ptr].waker = Some(Waker::from(waker.clone()));
+        let wake = Arc::new(TaskWaker::new(ptr.erase(), remote));
+        let waker = Waker::from(wake.clone());
         waker.wake_by_ref();
+        self.heap[ptr].waker = Some((waker, wake));
         Ok(Task {
             ptr: ptr.erase(),
             state,

@@ -1,0 +1,120 @@
+//! How tasks are woken on the loop's own thread: taking turns with
+//! immediates, per context when a thread has several, harmlessly after
+//! their context is gone.
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::Duration;
+
+use common::ctx;
+use tevent::Context;
+
+/// Two tasks that yield to each other, until `n` yields in all.
+fn ping_pong(ev: &mut Context, n: u64) -> Rc<Cell<u64>> {
+    let count = Rc::new(Cell::new(0u64));
+    for _ in 0..2 {
+        let c = count.clone();
+        ev.spawn(None, async move {
+            while c.get() < n {
+                c.set(c.get() + 1);
+                tevent::yield_now().await;
+            }
+        })
+        .unwrap();
+    }
+    count
+}
+
+/// A task that wakes itself on every poll does not starve the immediates,
+/// nor they the task: each gets a turn.
+fn woken_tasks_and_immediates_take_turns(b: &str) {
+    let mut ev = ctx(b);
+    let log = Rc::new(RefCell::new(String::new()));
+    let l = log.clone();
+    ev.spawn(None, async move {
+        for _ in 0..3 {
+            l.borrow_mut().push('t');
+            tevent::yield_now().await;
+        }
+    })
+    .unwrap();
+    let im = ev.create_immediate(None).unwrap();
+    let l = log.clone();
+    let fired = Rc::new(Cell::new(0));
+    let f = fired.clone();
+    ev.schedule_immediate(im, move |ev, im| {
+        l.borrow_mut().push('i');
+        f.set(f.get() + 1);
+        if f.get() < 3 {
+            ev.reschedule_immediate(im).unwrap();
+        }
+    })
+    .unwrap();
+    for _ in 0..6 {
+        ev.loop_once().unwrap();
+    }
+    let log = log.borrow();
+    assert_eq!(log.matches('t').count(), 3, "{log}");
+    assert_eq!(log.matches('i').count(), 3, "{log}");
+    assert!(!log.contains("tt") && !log.contains("ii"), "{log}");
+}
+
+/// Two contexts on one thread: each loop polls its own woken tasks and
+/// leaves the other's, which are not lost.
+fn each_context_polls_its_own(b: &str) {
+    let mut a = ctx(b);
+    let mut z = ctx(b);
+    // A lost wake would leave a loop waiting: make such a wait short.
+    z.set_wait_timeout(Duration::from_millis(1));
+    let na = ping_pong(&mut a, 100);
+    let nz = ping_pong(&mut z, 100);
+    for _ in 0..50 {
+        a.loop_once().unwrap();
+    }
+    assert_eq!(nz.get(), 0, "z's tasks ran on a's loop");
+    for _ in 0..50 {
+        z.loop_once().unwrap();
+    }
+    assert_eq!((na.get(), nz.get()), (50, 50));
+    for _ in 0..50 {
+        a.loop_once().unwrap();
+        z.loop_once().unwrap();
+    }
+    assert_eq!((na.get(), nz.get()), (100, 100));
+}
+
+/// A waker kept after its context is gone, woken on the same thread, does
+/// nothing, and a new context on that thread is not disturbed.
+fn a_waker_outliving_its_context(b: &str) {
+    let kept: Rc<RefCell<Option<Waker>>> = Rc::default();
+    {
+        let mut ev = ctx(b);
+        let k = kept.clone();
+        ev.spawn(
+            None,
+            std::future::poll_fn(move |cx| {
+                *k.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::<()>::Pending
+            }),
+        )
+        .unwrap();
+        ev.loop_once().unwrap();
+        // Woken, not polled again before the context goes.
+        kept.borrow().as_ref().unwrap().wake_by_ref();
+    }
+    kept.borrow().as_ref().unwrap().wake_by_ref();
+    let mut ev = ctx(b);
+    let count = ping_pong(&mut ev, 10);
+    ev.loop_wait().unwrap();
+    assert_eq!(count.get(), 10);
+    assert_eq!(ev.heap().live_objects(), 0);
+}
+
+both!(
+    woken_tasks_and_immediates_take_turns,
+    each_context_polls_its_own,
+    a_waker_outliving_its_context
+);
