@@ -1,9 +1,9 @@
 //! Lending the running task its context.
 //!
 //! A future gets no `&mut Context` from `poll`. While the loop polls a
-//! task, it moves its context into a thread-local slot (leaving a spare,
-//! empty context in its place, made once per thread) and moves it back
-//! after the poll, on unwinding too. [`with`] borrows the context from
+//! task, it swaps its context with a spare, empty one kept in a
+//! thread-local slot, and swaps them back after the poll, on unwinding
+//! too (a context is a few words: its heap is boxed). [`with`] borrows the context from
 //! the slot for the length of a closure, so a borrow never spans an
 //! `.await`. No `unsafe`: the context is moved, not aliased.
 
@@ -13,38 +13,41 @@ use talloc::AnyPtr;
 
 use crate::Context;
 
-/// The context lent to the task being polled, and that task.
-struct Lent {
+/// The thread's lending slot: while a task is polled, the loop's context
+/// and that task; otherwise a spare, empty context (on the poll backend,
+/// with no fd of its own), made once per thread, and no task. Lending is
+/// one swap of the two contexts, and giving back another.
+struct Slot {
     ev: Context,
-    task: AnyPtr,
+    task: Option<AnyPtr>,
 }
 
 thread_local! {
-    static LENT: RefCell<Option<Lent>> = const { RefCell::new(None) };
-    /// The context left in the loop's hands while its own is lent: empty,
-    /// on the poll backend (no fd of its own), made once per thread.
-    static SPARE: RefCell<Option<Context>> = const { RefCell::new(None) };
+    static SLOT: RefCell<Option<Slot>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with `ev` lent to the task `task`.
 pub(super) fn lend<R>(ev: &mut Context, task: AnyPtr, f: impl FnOnce() -> R) -> R {
-    let spare = SPARE
-        .with(|s| s.borrow_mut().take())
-        .unwrap_or_else(|| Context::with_backend("poll").expect("the poll backend needs no fd"));
-    let real = std::mem::replace(ev, spare);
-    LENT.with(|l| {
-        let old = l.borrow_mut().replace(Lent { ev: real, task });
-        debug_assert!(old.is_none(), "tasks are polled one at a time");
+    SLOT.with(|s| {
+        let mut s = s.borrow_mut();
+        let slot = s.get_or_insert_with(|| Slot {
+            ev: Context::with_backend("poll").expect("the poll backend needs no fd"),
+            task: None,
+        });
+        debug_assert!(slot.task.is_none(), "tasks are polled one at a time");
+        std::mem::swap(ev, &mut slot.ev);
+        slot.task = Some(task);
     });
-    /// Puts the context back, also when `f` panics.
+    /// Gives the context back, also when `f` panics.
     struct Back<'a>(&'a mut Context);
     impl Drop for Back<'_> {
         fn drop(&mut self) {
-            let lent = LENT
-                .with(|l| l.borrow_mut().take())
-                .expect("the lent context is back only once");
-            let spare = std::mem::replace(self.0, lent.ev);
-            SPARE.with(|s| *s.borrow_mut() = Some(spare));
+            SLOT.with(|s| {
+                let mut s = s.borrow_mut();
+                let slot = s.as_mut().expect("the slot outlives the lend");
+                std::mem::swap(self.0, &mut slot.ev);
+                slot.task = None;
+            });
         }
     }
     let _back = Back(ev);
@@ -108,9 +111,10 @@ pub fn with_task<R>(f: impl FnOnce(&mut Context, AnyPtr) -> R) -> R {
 
 /// [`try_with`] that also gives the current task's heap object.
 pub(crate) fn try_with_task<R>(f: impl FnOnce(&mut Context, AnyPtr) -> R) -> Option<R> {
-    LENT.with(|l| {
-        let mut l = l.try_borrow_mut().ok()?;
-        let lent = l.as_mut()?;
-        Some(f(&mut lent.ev, lent.task))
+    SLOT.with(|s| {
+        let mut s = s.try_borrow_mut().ok()?;
+        let slot = s.as_mut()?;
+        let task = slot.task?;
+        Some(f(&mut slot.ev, task))
     })
 }

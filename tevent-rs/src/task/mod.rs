@@ -38,21 +38,32 @@ use wake::TaskWaker;
 use crate::registry::Registry;
 use crate::{Context, Error};
 
-/// A spawned future's heap object.
+/// A spawned future's heap object: 32 bytes, so the heap keeps it inline
+/// (no allocation of its own). What else a task needs lives in the boxed
+/// future (see [`Context::spawn`]).
 struct TaskNode {
     /// The future, out of the node while it is polled.
     fut: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    /// The task's waker, and what it is made of (to clear its `scheduled`
-    /// flag); out of the node while it is polled, as the future is.
-    waker: Option<(Waker, Arc<TaskWaker>)>,
-    /// To count live tasks (a live task is work, for `has_events`).
-    reg: Rc<RefCell<Registry>>,
+    /// Out of the node while it is polled, as the future is.
+    waker: Option<Waker>,
 }
 
-impl Drop for TaskNode {
+/// Counts a live task in the registry (a live task is work, for
+/// `has_events`) until the task's future is done or dropped.
+struct Live(Rc<RefCell<Registry>>);
+
+impl Live {
+    fn new(reg: &Rc<RefCell<Registry>>) -> Live {
+        reg.borrow_mut().tasks += 1;
+        Live(reg.clone())
+    }
+}
+
+impl Drop for Live {
     fn drop(&mut self) {
-        // Heap frees never run inside a registry borrow (as for timers).
-        self.reg.borrow_mut().tasks -= 1;
+        // Futures are dropped outside any registry borrow: by a poll, or by
+        // a heap free (which never runs inside one, as for timers).
+        self.0.borrow_mut().tasks -= 1;
     }
 }
 
@@ -62,7 +73,7 @@ pub(crate) fn poll(ev: &mut Context, task: AnyPtr) {
     let Ok(node) = ev.heap.downcast::<TaskNode>(task) else {
         return; // freed: nothing polls a freed task
     };
-    let Some((mut fut, (waker, wake))) = ev
+    let Some((mut fut, waker)) = ev
         .heap
         .get_mut(node)
         .ok()
@@ -70,7 +81,6 @@ pub(crate) fn poll(ev: &mut Context, task: AnyPtr) {
     else {
         return;
     };
-    wake.polling();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         lend::lend(ev, task, || {
             fut.as_mut()
@@ -82,7 +92,7 @@ pub(crate) fn poll(ev: &mut Context, task: AnyPtr) {
         Ok(false) => match ev.heap.get_mut(node) {
             Ok(n) => {
                 n.fut = Some(fut);
-                n.waker = Some((waker, wake));
+                n.waker = Some(waker);
             }
             Err(_) => drop(fut), // it freed itself while it ran
         },
@@ -274,22 +284,33 @@ impl Context {
     {
         let remote = self.remote()?;
         let state = Rc::new(RefCell::new(JoinState::Running(None)));
-        let out = Output(state.clone());
-        let wrapped = async move {
-            let v = fut.await;
-            out.finish(v);
-        };
-        let node = TaskNode {
-            fut: Some(Box::pin(wrapped)),
-            waker: None,
-            reg: self.reg.clone(),
-        };
-        self.reg.borrow_mut().tasks += 1;
-        let ptr = self.heap.alloc_local(parent, node)?;
+        let ptr = self.heap.alloc_local(
+            parent,
+            TaskNode {
+                fut: None,
+                waker: None,
+            },
+        )?;
         let wake = Arc::new(TaskWaker::new(ptr.erase(), remote));
         let waker = Waker::from(wake.clone());
+        let live = Live::new(&self.reg);
+        let out = Output(state.clone());
+        // Everything the task needs besides its node, in one box.
+        let body = async move {
+            let _live = live; // dropped last: once done, the task is no work
+            let mut fut = std::pin::pin!(fut);
+            let v = std::future::poll_fn(|cx| {
+                wake.polling(); // a wake from here on schedules another poll
+                fut.as_mut().poll(cx)
+            })
+            .await;
+            out.finish(v);
+        };
         waker.wake_by_ref();
-        self.heap[ptr].waker = Some((waker, wake));
+        self.heap[ptr] = TaskNode {
+            fut: Some(Box::pin(body)),
+            waker: Some(waker),
+        };
         Ok(Task {
             ptr: ptr.erase(),
             state,
