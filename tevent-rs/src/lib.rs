@@ -50,7 +50,7 @@
 //!   [`Wrapped`] (wrapper.rs);
 //! - async tasks owned by the heap: [`Context::spawn`], [`Task`],
 //!   [`with`], the loop's futures ([`sleep`], [`yield_now`], [`recv`],
-//!   [`Async`] I/O) (task/);
+//!   [`Async`] I/O, [`signals`]) (task/);
 //! - callbacks that fail, timers that repeat: [`HandlerResult`],
 //!   [`CallbackError`], [`Context::set_error_hook`], [`TimerAction`]
 //!   (callback.rs);
@@ -161,8 +161,8 @@ pub use signal::{
     num_signals, sa_info_queue_count, Delivery, SaFlags, SigInfo, Signal, SignalEvent, SignalNumber,
 };
 pub use task::{
-    recv, sleep, sleep_until, try_with, with, with_task, yield_now, Async, Cancelled, Join, Ready,
-    Recv, Sleep, Task, YieldNow,
+    recv, signals, sleep, sleep_until, try_with, with, with_task, yield_now, Async, Cancelled,
+    Join, Ready, Recv, RecvSignal, Signals, Sleep, Task, YieldNow,
 };
 pub use timer::{TimerEvent, When};
 pub use trace::{EventTrace, EventTraceFn, LoopTraceFn, TracePoint, TracedEvent};

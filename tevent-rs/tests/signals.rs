@@ -679,6 +679,94 @@ fn child(mode: &str) {
 
 type Test = (&'static str, fn(&str));
 
+/// A task's signal stream: deliveries queue up between awaits and come out
+/// in order, one per handler call; the handler is the task's child, so it
+/// goes with the task.
+fn stream_queues_deliveries(b: &str) {
+    let mut ev = ctx(b);
+    let got = ev
+        .block_on(async {
+            let mut s = tevent::signals(Signal::SIGUSR1, SaFlags::SA_SIGINFO).unwrap();
+            raise(Signal::SIGUSR1).unwrap();
+            raise(Signal::SIGUSR1).unwrap();
+            tevent::yield_now().await; // the loop runs the handler twice
+            raise(Signal::SIGUSR1).unwrap();
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                got.push(s.recv().await.expect("the handler is there"));
+            }
+            got
+        })
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got
+        .iter()
+        .all(|d| d.signal == Signal::SIGUSR1 && d.count == 1 && d.info.is_some()));
+    assert!(!ev.has_events(), "the handler went with the task");
+    assert_caught(Signal::SIGUSR1, false);
+}
+
+/// A stream ends (`None`) once its handler is gone: after its one call with
+/// `SA_RESETHAND`, or when something frees it while a `recv` waits.
+fn stream_ends_with_its_handler(b: &str) {
+    let mut ev = ctx(b);
+    ev.set_wait_timeout(Duration::from_millis(5)); // a missed wake fails fast
+    let ends = ev
+        .block_on(async {
+            let mut once = tevent::signals(Signal::SIGUSR2, SaFlags::SA_RESETHAND).unwrap();
+            raise(Signal::SIGUSR2).unwrap();
+            let first = once.recv().await.map(|d| d.count);
+            let after = once.recv().await;
+            (first, after)
+        })
+        .unwrap();
+    assert_eq!(ends, (Some(1), None));
+
+    let event = Rc::new(Cell::new(None));
+    let e = event.clone();
+    let task = ev
+        .spawn(None, async move {
+            let mut s = tevent::signals(Signal::SIGUSR2, SaFlags::SA_RESTART).unwrap();
+            e.set(Some(s.event()));
+            s.recv().await
+        })
+        .unwrap();
+    ev.loop_once().unwrap();
+    ev.free(event.get().expect("the task ran")).unwrap();
+    for _ in 0..10 {
+        if task.is_finished() {
+            break;
+        }
+        ev.loop_once().unwrap();
+    }
+    assert_eq!(task.try_take(), Some(Ok(None)), "a waiting recv is told");
+    assert_caught(Signal::SIGUSR2, false);
+}
+
+/// Dropping the stream, or freeing its task while it waits, takes the
+/// handler off: the signal's old action is back.
+fn stream_goes_with_drop_or_task(b: &str) {
+    let mut ev = ctx(b);
+    ev.block_on(async {
+        let s = tevent::signals(Signal::SIGUSR1, SaFlags::SA_RESTART).unwrap();
+        assert_caught(Signal::SIGUSR1, true);
+        drop(s);
+        assert_caught(Signal::SIGUSR1, false);
+    })
+    .unwrap();
+    let owner = ev.heap_mut().new_context(None).unwrap();
+    ev.spawn(owner, async {
+        let mut s = tevent::signals(Signal::SIGUSR1, SaFlags::SA_RESTART).unwrap();
+        s.recv().await
+    })
+    .unwrap();
+    ev.loop_once().unwrap();
+    assert_caught(Signal::SIGUSR1, true);
+    ev.free(owner).unwrap();
+    assert_caught(Signal::SIGUSR1, false);
+    assert!(!ev.has_events());
+}
+
 const TESTS: &[Test] = &[
     ("e4_signals_run_first", e4_signals_run_first),
     ("e5_counts_and_siginfo", e5_counts_and_siginfo),
@@ -709,6 +797,12 @@ const TESTS: &[Test] = &[
         re_initialise_keeps_signal_handlers,
     ),
     ("torture_context", torture_context),
+    ("stream_queues_deliveries", stream_queues_deliveries),
+    ("stream_ends_with_its_handler", stream_ends_with_its_handler),
+    (
+        "stream_goes_with_drop_or_task",
+        stream_goes_with_drop_or_task,
+    ),
     ("action_restored_in_child", action_restored_in_child),
 ];
 

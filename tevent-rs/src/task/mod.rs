@@ -16,6 +16,7 @@
 mod futures;
 mod io;
 mod lend;
+mod signals;
 mod wake;
 
 use std::cell::RefCell;
@@ -31,6 +32,7 @@ use talloc::{AnyPtr, IntoParent};
 pub use futures::{recv, sleep, sleep_until, yield_now, Recv, Sleep, YieldNow};
 pub use io::{Async, Ready};
 pub use lend::{try_with, with, with_task};
+pub use signals::{signals, RecvSignal, Signals};
 pub(crate) use wake::{forget_woken, take_woken};
 
 use wake::TaskWaker;
