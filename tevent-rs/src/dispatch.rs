@@ -247,9 +247,13 @@ impl Context {
                 crate::task::take_woken(&self.heap, &mut reg.woken);
             }
             if reg.tasks_turn || reg.imms.queued() == 0 {
-                if let Some(t) = reg.woken.pop_front() {
-                    reg.tasks_turn = false;
-                    return Step::Poll(t);
+                // A task freed since its wake is skipped here, not given
+                // a pass of its own.
+                while let Some(t) = reg.woken.pop_front() {
+                    if self.heap.contains(t) {
+                        reg.tasks_turn = false;
+                        return Step::Poll(t);
+                    }
                 }
             }
             reg.tasks_turn = true;

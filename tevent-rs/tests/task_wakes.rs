@@ -1,6 +1,9 @@
-//! How tasks are woken on the loop's own thread: taking turns with
-//! immediates, per context when a thread has several, harmlessly after
-//! their context is gone.
+//! How tasks are woken and dropped: on the loop's own thread, taking turns
+//! with immediates, per context when a thread has several, harmlessly
+//! after their context is gone; from another thread; and freed while
+//! suspended. No test here makes the loop wait, so Miri runs them on the
+//! poll backend (`.ci/miri`; Miri has no `poll(2)` nor level-triggered
+//! epoll, which a wait needs).
 
 mod common;
 
@@ -113,7 +116,90 @@ fn a_waker_outliving_its_context(b: &str) {
     assert_eq!(ev.heap().live_objects(), 0);
 }
 
+/// A wake from another thread goes through the remote queue; one that
+/// came before the pass needs no wait.
+fn a_wake_from_another_thread(b: &str) {
+    let mut ev = ctx(b);
+    let kept: Rc<RefCell<Option<Waker>>> = Rc::default();
+    let polls = Rc::new(Cell::new(0));
+    let (k, p) = (kept.clone(), polls.clone());
+    let task = ev
+        .spawn(
+            None,
+            std::future::poll_fn(move |cx| {
+                p.set(p.get() + 1);
+                if p.get() == 2 {
+                    return std::task::Poll::Ready("woken");
+                }
+                *k.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }),
+        )
+        .unwrap();
+    ev.loop_once().unwrap();
+    let waker = kept.borrow_mut().take().unwrap();
+    std::thread::spawn(move || {
+        waker.wake_by_ref();
+        waker.wake(); // merged with the first
+    })
+    .join()
+    .unwrap();
+    while !task.is_finished() {
+        ev.loop_once().unwrap();
+    }
+    assert_eq!(task.try_take(), Some(Ok("woken")));
+    assert_eq!(polls.get(), 2);
+}
+
+/// Freeing the owner of suspended tasks drops each future once, at once;
+/// their wakers then do nothing and a join reads `Cancelled`.
+fn freed_while_suspended(b: &str) {
+    struct Dropped(Rc<Cell<u32>>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let mut ev = ctx(b);
+    let owner = ev.heap_mut().new_context(None).unwrap();
+    let drops = Rc::new(Cell::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let d = Dropped(drops.clone());
+        tasks.push(
+            ev.spawn(owner, async move {
+                let _d = d;
+                loop {
+                    tevent::yield_now().await;
+                }
+            })
+            .unwrap(),
+        );
+    }
+    let waiter = ev
+        .spawn(None, {
+            let t = tasks[0].clone();
+            async move { t.join().await }
+        })
+        .unwrap();
+    for _ in 0..10 {
+        ev.loop_once().unwrap();
+    }
+    ev.free(owner).unwrap();
+    assert_eq!(drops.get(), 3, "each future dropped once, at the free");
+    ev.loop_once().unwrap(); // the waiter, woken by the cancel
+    assert_eq!(waiter.try_take(), Some(Ok(Err(tevent::Cancelled))));
+    assert!(tasks
+        .iter()
+        .all(|t| t.try_take() == Some(Err(tevent::Cancelled))));
+    assert_eq!(drops.get(), 3);
+    assert!(!ev.has_events());
+    assert_eq!(ev.heap().live_objects(), 0);
+}
+
 both!(
+    a_wake_from_another_thread,
+    freed_while_suspended,
     woken_tasks_and_immediates_take_turns,
     each_context_polls_its_own,
     a_waker_outliving_its_context
