@@ -60,6 +60,12 @@ const WORKLOADS: &[Workload] = &[
         run: task_spawn_complete,
     },
     Workload {
+        name: "task_spawn_join",
+        default_size: 200_000,
+        max_size: u64::MAX,
+        run: task_spawn_join,
+    },
+    Workload {
         name: "task_yield_pingpong",
         default_size: 500_000,
         max_size: u64::MAX,
@@ -85,6 +91,23 @@ fn task_spawn_complete(n: u64) -> (u64, u64) {
         }
         assert_eq!(task.try_take(), Some(Ok(i)), "task output");
     }
+    let t = ns(t0.elapsed());
+    assert_eq!(ev.heap().live_objects(), 0);
+    (t, n)
+}
+
+/// From inside one task, N times: spawn an empty task and await its
+/// output (the form tokio's `spawn_local(..).await` has).
+fn task_spawn_join(n: u64) -> (u64, u64) {
+    let mut ev = Context::new().expect("context");
+    let t0 = Instant::now();
+    ev.block_on(async move {
+        for i in 0..n {
+            let t = tevent::with(|ev| ev.spawn(None, async move { i })).expect("spawn");
+            assert_eq!(t.join().await, Ok(i), "task output");
+        }
+    })
+    .expect("block_on");
     let t = ns(t0.elapsed());
     assert_eq!(ev.heap().live_objects(), 0);
     (t, n)

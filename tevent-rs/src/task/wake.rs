@@ -32,7 +32,7 @@ pub(super) struct TaskWaker {
 
 thread_local! {
     /// Tasks woken on this thread, oldest first, to be polled by their loops.
-    static WOKEN: RefCell<Vec<AnyPtr>> = const { RefCell::new(Vec::new()) };
+    static WOKEN: RefCell<VecDeque<AnyPtr>> = const { RefCell::new(VecDeque::new()) };
     /// This thread's number, 0 until first asked for.
     static THREAD: Cell<u64> = const { Cell::new(0) };
 }
@@ -79,7 +79,7 @@ impl Wake for TaskWaker {
         if this_thread() == self.thread {
             // A loop that is gone polls nothing: its list entry would stay.
             if self.remote.is_open() {
-                WOKEN.with(|w| w.borrow_mut().push(self.task));
+                WOKEN.with(|w| w.borrow_mut().push_back(self.task));
             }
         } else {
             let me = self.clone();
@@ -89,13 +89,15 @@ impl Wake for TaskWaker {
     }
 }
 
-/// Moves this thread's woken tasks of `heap` into `out`, in the order they
-/// were woken; those of other heaps stay.
+/// Moves this thread's woken tasks of `heap` into `out` (empty), in the
+/// order they were woken; those of other heaps stay. With only this heap's
+/// (one loop on the thread, the usual case) the two queues swap buffers.
 pub(crate) fn take_woken(heap: &Talloc, out: &mut VecDeque<AnyPtr>) {
+    debug_assert!(out.is_empty());
     WOKEN.with(|w| {
         let mut w = w.borrow_mut();
         if w.iter().all(|&t| is_of(heap, t)) {
-            out.extend(w.drain(..));
+            std::mem::swap(&mut *w, out);
         } else {
             w.retain(|&t| {
                 let mine = is_of(heap, t);
