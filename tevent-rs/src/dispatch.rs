@@ -6,7 +6,10 @@
 //! 1. every pending signal;
 //! 2. (not counted as work) every closure sent through a
 //!    [`Remote`](crate::Remote) moves onto the immediate queue;
-//! 3. one immediate, the head of the queue;
+//! 3. one immediate, the head of the queue, or one poll of an async task
+//!    woken on this thread: the two take turns while both wait, and after
+//!    64 task polls in a row steps 4 and 5 get a turn (the wait does not
+//!    block then);
 //! 4. one timer, if the first is due;
 //! 5. otherwise it waits, until the first timer is due or for the wait
 //!    timeout, and runs at most one fd handler (or the timer that became due).
@@ -34,6 +37,10 @@ use crate::slab::Id;
 use crate::timer::FireFn;
 use crate::trace::{self, EventTrace, TracePoint, TracedEvent};
 use crate::{Context, Error, FdFlags, Immediate, TimerEvent, Wrapped};
+
+/// Woken tasks polled in a row at most, before timers and fds get a turn
+/// (tokio checks its I/O driver every 61 scheduler ticks).
+const TASK_POLLS_PER_WAIT: u32 = 64;
 
 /// What `loop_once` does next.
 enum Step {
@@ -204,7 +211,7 @@ impl Context {
                 }
                 // Remote work came after the take: go round and take it.
                 Step::Wait(_) if !self.reg.borrow().arm_remote() => {}
-                Step::Wait(next) => match self.wait(next).map_err(Box::new)? {
+                Step::Wait(next) => match self.wait_once(next).map_err(Box::new)? {
                     Waited::Fd(id, flags) => {
                         if self.run_fd(id, flags) {
                             return Ok(());
@@ -241,17 +248,22 @@ impl Context {
             return Step::Remote(t);
         }
         // Woken tasks and immediates take turns, so that neither starves
-        // the other; the check costs nothing while no task lives.
+        // the other; the check costs nothing while no task lives. Every
+        // TASK_POLLS_PER_WAIT polls, timers and fds get a turn too (the
+        // wait does not block while tasks are ready): a task that keeps
+        // yielding cannot starve them.
         if reg.tasks > 0 {
             if reg.woken.is_empty() {
                 crate::task::take_woken(&self.heap, &mut reg.woken);
             }
-            if reg.tasks_turn || reg.imms.queued() == 0 {
+            let io_turn = reg.task_polls >= TASK_POLLS_PER_WAIT;
+            if !io_turn && (reg.tasks_turn || reg.imms.queued() == 0) {
                 // A task freed since its wake is skipped here, not given
                 // a pass of its own.
                 while let Some(t) = reg.woken.pop_front() {
                     if self.heap.contains(t) {
                         reg.tasks_turn = false;
+                        reg.task_polls += 1;
                         return Step::Poll(t);
                     }
                 }
@@ -367,6 +379,19 @@ impl Context {
     }
 
     /// E4 step 5: waits for an fd, the next timer or the wait timeout.
+    /// E4 step 5: [`wait`](Self::wait), without blocking while woken
+    /// tasks are waiting their turn; afterwards they have theirs again.
+    fn wait_once(&mut self, next: Option<Instant>) -> Result<Waited, Error> {
+        let tasks_ready = !self.reg.borrow().woken.is_empty();
+        let waited = if tasks_ready {
+            self.wait(Some(self.now))
+        } else {
+            self.wait(next)
+        };
+        self.reg.borrow_mut().task_polls = 0;
+        waited
+    }
+
     fn wait(&mut self, next: Option<Instant>) -> Result<Waited, Error> {
         let timeout = match next {
             Some(deadline) => {

@@ -52,6 +52,8 @@ pub(crate) struct Registry {
     pub(crate) woken: VecDeque<AnyPtr>,
     /// Whether a woken task goes before the next immediate.
     pub(crate) tasks_turn: bool,
+    /// Tasks polled since the loop last looked at its fds.
+    pub(crate) task_polls: u32,
 }
 
 impl Registry {
@@ -73,6 +75,7 @@ impl Registry {
             tasks: 0,
             woken: VecDeque::new(),
             tasks_turn: false,
+            task_polls: 0,
         }
     }
 

@@ -119,7 +119,11 @@ impl Drop for Sleep {
 #[derive(Debug)]
 pub struct YieldNow(bool);
 
-/// Lets the loop run other work before the task goes on.
+/// Lets the loop run other work before the task goes on: the task is
+/// polled again after the tasks and immediates queued now. Timers and fd
+/// events get their turn too, at the latest after 64 task polls in a row
+/// (a non-blocking look at the fds), so a task that yields in a loop
+/// starves neither.
 ///
 /// ```
 /// let mut ev = tevent::Context::new()?;

@@ -78,8 +78,10 @@ impl Wake for TaskWaker {
         }
         if this_thread() == self.thread {
             // A loop that is gone polls nothing: its list entry would stay.
+            // (`try_with`: at thread exit the list may be gone already, and
+            // the loop with it.)
             if self.remote.is_open() {
-                WOKEN.with(|w| w.borrow_mut().push_back(self.task));
+                let _ = WOKEN.try_with(|w| w.borrow_mut().push_back(self.task));
             }
         } else {
             let me = self.clone();
