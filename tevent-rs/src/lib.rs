@@ -50,7 +50,8 @@
 //!   [`Wrapped`] (wrapper.rs);
 //! - async tasks owned by the heap: [`Context::spawn`], [`Task`],
 //!   [`with`], the loop's futures ([`sleep`], [`yield_now`], [`recv`],
-//!   [`Async`] I/O, [`signals`]) (task/);
+//!   [`Async`] I/O, [`signals`]), and tasks started from other threads
+//!   ([`Remote::spawn`], [`RemoteJoin`]) (task/);
 //! - callbacks that fail, timers that repeat: [`HandlerResult`],
 //!   [`CallbackError`], [`Context::set_error_hook`], [`TimerAction`]
 //!   (callback.rs);
@@ -162,7 +163,7 @@ pub use signal::{
 };
 pub use task::{
     recv, signals, sleep, sleep_until, try_with, with, with_task, yield_now, Async, Cancelled,
-    Join, Ready, Recv, RecvSignal, Signals, Sleep, Task, YieldNow,
+    Join, Ready, Recv, RecvSignal, RemoteJoin, Signals, Sleep, Task, YieldNow,
 };
 pub use timer::{TimerEvent, When};
 pub use trace::{EventTrace, EventTraceFn, LoopTraceFn, TracePoint, TracedEvent};

@@ -215,6 +215,10 @@ impl fmt::Debug for Remote {
 pub struct ScheduleError<F>(F);
 
 impl<F> ScheduleError<F> {
+    pub(crate) fn new(f: F) -> ScheduleError<F> {
+        ScheduleError(f)
+    }
+
     /// The closure that was not scheduled.
     ///
     /// See [`ScheduleError`] for an example.

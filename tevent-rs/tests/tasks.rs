@@ -346,6 +346,68 @@ fn async_io_echo(b: &str) {
     assert_eq!(ev.heap().live_objects(), 0);
 }
 
+/// `Remote::spawn` from another thread: the future is made on the loop's
+/// thread (it may use the loop's futures), and its output comes back to a
+/// task of another loop that awaits the handle.
+fn remote_spawn_round_trip(b: &str) {
+    let mut worker = ctx(b);
+    worker.set_wait_timeout(Duration::from_millis(2));
+    let remote = worker.remote().unwrap();
+    let owner = worker.heap_mut().new_context(None).unwrap();
+    let b2 = b.to_string();
+    let main = std::thread::spawn(move || {
+        let mut ev = ctx(&b2);
+        ev.block_on(async move {
+            let job = remote
+                .spawn(owner, || async {
+                    tevent::sleep(Duration::from_millis(1)).await;
+                    tevent::with(|ev| ev.heap().live_objects())
+                })
+                .unwrap();
+            job.await
+        })
+        .unwrap()
+    });
+    while !main.is_finished() {
+        worker.loop_once().unwrap();
+    }
+    // The owner, and the task under it while it ran (its timer was gone).
+    assert_eq!(main.join().unwrap(), Ok(2));
+    assert_eq!(worker.heap().live_objects(), 1);
+}
+
+/// The handle reads `Cancelled` when the task is freed (its parent freed
+/// on the loop), when its parent was stale before it started, and when the
+/// loop goes before running it; a spawn onto a loop that is gone gives the
+/// maker back.
+fn remote_spawn_cancelled(b: &str) {
+    let mut ev = ctx(b);
+    let remote = ev.remote().unwrap();
+    let owner = ev.heap_mut().new_context(None).unwrap();
+    let running = remote
+        .spawn(owner, || async {
+            tevent::sleep(Duration::from_secs(3600)).await;
+        })
+        .unwrap();
+    ev.loop_once().unwrap(); // starts it
+    ev.loop_once().unwrap(); // first poll: it sleeps
+    assert!(!running.is_finished());
+    ev.free(owner).unwrap();
+    assert_eq!(running.try_take(), Some(Err(Cancelled)));
+
+    let stale = remote.spawn(owner, || async { 1 }).unwrap();
+    ev.loop_once().unwrap();
+    assert_eq!(stale.try_take(), Some(Err(Cancelled)));
+
+    let queued = remote.spawn(None, || async { 2 }).unwrap();
+    drop(ev);
+    assert_eq!(queued.try_take(), Some(Err(Cancelled)));
+    let back = remote.spawn(None, || async { 3 }).unwrap_err();
+    let make = back.into_inner();
+    let mut ev = ctx(b);
+    assert_eq!(ev.block_on(make()).unwrap(), 3);
+}
+
 both!(
     spawn_and_finish,
     freeing_the_owner_cancels,
@@ -357,5 +419,7 @@ both!(
     a_panicking_task,
     with_is_for_tasks,
     async_blocks_as_requests,
-    async_io_echo
+    async_io_echo,
+    remote_spawn_round_trip,
+    remote_spawn_cancelled
 );

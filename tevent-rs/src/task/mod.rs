@@ -16,6 +16,7 @@
 mod futures;
 mod io;
 mod lend;
+mod remote_spawn;
 mod signals;
 mod wake;
 
@@ -32,6 +33,7 @@ use talloc::{AnyPtr, IntoParent};
 pub use futures::{recv, sleep, sleep_until, yield_now, Recv, Sleep, YieldNow};
 pub use io::{Async, Ready};
 pub use lend::{try_with, with, with_task};
+pub use remote_spawn::RemoteJoin;
 pub use signals::{signals, RecvSignal, Signals};
 pub(crate) use wake::{forget_woken, take_woken};
 
