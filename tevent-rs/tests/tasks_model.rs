@@ -1,5 +1,6 @@
 //! Property test of tasks owned by the heap: random trees of contexts and
-//! tasks (sleeping, yielding, or waiting for a wake from outside), random
+//! tasks (sleeping, yielding, awaiting requests, holding a signal stream,
+//! or waiting for a wake from outside), random
 //! frees of subtrees while tasks are suspended, random wakes and loop
 //! passes. After every step: no freed task is polled again, every dropped
 //! future's `Drop` ran exactly once (and only for freed or finished tasks),
@@ -28,6 +29,12 @@ enum Body {
     Yield { times: u8 },
     /// Waits for `times` wakes from outside the loop.
     Wait { times: u8 },
+    /// Awaits a request made the callback way under the task (a wakeup
+    /// after `ms` milliseconds), `times` times.
+    Request { ms: u8, times: u8 },
+    /// Waits on a signal stream of its own that nothing signals, and
+    /// then `ms` milliseconds (the stream's handler goes with the task).
+    Signal { ms: u8 },
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +56,8 @@ fn body() -> impl Strategy<Value = Body> {
         (0..3u8, 1..3u8).prop_map(|(ms, times)| Body::Sleep { ms, times }),
         (1..4u8).prop_map(|times| Body::Yield { times }),
         (1..3u8).prop_map(|times| Body::Wait { times }),
+        (0..3u8, 1..3u8).prop_map(|(ms, times)| Body::Request { ms, times }),
+        (0..3u8).prop_map(|ms| Body::Signal { ms }),
     ]
 }
 
@@ -118,6 +127,18 @@ fn spawn(ev: &mut Context, parent: Option<AnyPtr>, body: Body, probe: Rc<Probe>)
                 }
             }
             Body::Wait { times } => wait_for_wakes(p, times).await,
+            Body::Request { ms, times } => {
+                for _ in 0..times {
+                    let d = Duration::from_millis(ms.into());
+                    let req = tevent::with_task(|ev, me| ev.wakeup_send(me, d)).expect("request");
+                    tevent::recv(req).await.expect("woken");
+                }
+            }
+            Body::Signal { ms } => {
+                let _quiet = tevent::signals(tevent::Signal::SIGWINCH, tevent::SaFlags::SA_RESTART)
+                    .expect("signal stream");
+                tevent::sleep(Duration::from_millis(ms.into())).await;
+            }
         }
     };
     let fut = Probed {
