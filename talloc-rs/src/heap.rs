@@ -568,8 +568,10 @@ impl Talloc {
         self.zeroed_in(parent.into_parent(), size)
     }
 
-    /// The body of [`alloc_zeroed`](Talloc::alloc_zeroed): one function, compiled (and
-    /// inlined into) here, whatever the caller's crate inlines.
+    /// The body of [`alloc_zeroed`](Talloc::alloc_zeroed), inlined into the
+    /// caller with the storage's fast path under it: a call per allocation
+    /// cost a sixth of a free-and-allocate step (`talloc_churn`).
+    #[inline(always)]
     fn zeroed_in(&mut self, parent: Option<AnyPtr>, size: usize) -> Result<Ptr<[u8]>, Error> {
         let (parent, pool) = self.home(parent)?;
         let slot = self.slots.insert_zeroed(size, pool)?;

@@ -75,7 +75,7 @@ impl Slots {
     }
 
     /// Stores `len` zero bytes as a `[u8]` object.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn insert_zeroed(
         &mut self,
         len: usize,
@@ -147,7 +147,7 @@ impl Slots {
 
     /// Claims a slot and room for `len` elements; returns the slot and where
     /// the elements go.
-    #[inline]
+    #[inline(always)]
     pub(super) fn reserve(
         &mut self,
         desc: &'static TypeDesc,

@@ -51,7 +51,7 @@ pub(super) fn granule(off: usize, size: usize, region_size: usize) -> usize {
 impl Slots {
     /// Carves `size` bytes (alignment at most 8) from a region and claims a
     /// node for them; `None` if they do not fit.
-    #[inline]
+    #[inline(always)]
     pub(super) fn reserve_in_pool(
         &mut self,
         desc: &'static TypeDesc,
