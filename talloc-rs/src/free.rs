@@ -434,8 +434,14 @@ impl Talloc {
     /// Releases a node that is out of the tree and childless.
     #[inline(always)]
     fn release(&mut self, slot: u32, panic: &mut Panic) {
-        if self.slots.node(slot).rare == NIL {
-            // No destructor, name, reference or limit to take care of.
+        let n = self.slots.node(slot);
+        // No destructor, name, reference or limit to take care of; or an
+        // entry that only held a destructor that has run (the common case
+        // after a destructor), given back here without a call.
+        if n.rare == NIL
+            || (n.flags & (flag::REF_HANDLE | flag::REFERENCED | flag::LIMIT) == 0
+                && self.drop_empty_rare(slot))
+        {
             if let Some(p) = self.slots.release(slot) {
                 keep_first(panic, p);
             }
