@@ -240,6 +240,7 @@ impl Talloc {
 
     /// Takes an object out of the tree for freeing: limits are uncharged,
     /// then it is unlinked and marked.
+    #[inline]
     fn detach_for_free(&mut self, slot: u32) {
         let parent = self.slots.node(slot).parent;
         if self.limits > 0 && parent != NIL && !self.slots.node(parent).has(flag::FREEING) {
@@ -566,6 +567,7 @@ impl Talloc {
     /// assert_eq!(heap.parent(keep)?, None);
     /// # Ok::<(), talloc::Error>(())
     /// ```
+    #[inline]
     pub fn set_destructor<T: ?Sized + 'static>(
         &mut self,
         p: Ptr<T>,
