@@ -435,14 +435,8 @@ impl Talloc {
     /// Releases a node that is out of the tree and childless.
     #[inline(always)]
     fn release(&mut self, slot: u32, panic: &mut Panic) {
-        let n = self.slots.node(slot);
-        // No destructor, name, reference or limit to take care of; or an
-        // entry that only held a destructor that has run (the common case
-        // after a destructor), given back here without a call.
-        if n.rare == NIL
-            || (n.flags & (flag::REF_HANDLE | flag::REFERENCED | flag::LIMIT) == 0
-                && self.drop_empty_rare(slot))
-        {
+        if self.slots.node(slot).rare == NIL {
+            // No destructor, name, reference or limit to take care of.
             if let Some(p) = self.slots.release(slot) {
                 keep_first(panic, p);
             }
@@ -454,6 +448,16 @@ impl Talloc {
     /// [`release`](Self::release) of a node with a rare entry.
     #[inline(never)]
     fn release_rare(&mut self, slot: u32, panic: &mut Panic) {
+        // The common case first: an entry that only held a destructor that
+        // has run goes back with no more work (no panic guard, no drop).
+        if self.slots.node(slot).flags & (flag::REF_HANDLE | flag::REFERENCED | flag::LIMIT) == 0
+            && self.drop_empty_rare(slot)
+        {
+            if let Some(p) = self.slots.release(slot) {
+                keep_first(panic, p);
+            }
+            return;
+        }
         let rare = self.clear_rare(slot, panic);
         let p = self.slots.release(slot);
         if panic.is_none() {
