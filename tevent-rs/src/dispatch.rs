@@ -256,7 +256,9 @@ impl Context {
             if reg.woken.is_empty() {
                 crate::task::take_woken(&self.heap, &mut reg.woken);
             }
-            let io_turn = reg.task_polls >= TASK_POLLS_PER_WAIT;
+            // Queued immediates go before timers and fds anyway (E4): the
+            // turn waits until they are done, tasks alternating with them.
+            let io_turn = reg.task_polls >= TASK_POLLS_PER_WAIT && reg.imms.queued() == 0;
             if !io_turn && (reg.tasks_turn || reg.imms.queued() == 0) {
                 // A task freed since its wake is skipped here, not given
                 // a pass of its own.
@@ -279,7 +281,10 @@ impl Context {
         match reg.timers.first() {
             Some((in_run, deadline)) if Self::due(&mut self.now, deadline) => {
                 match reg.timers.take_first(in_run) {
-                    Some((fire, handle, deadline)) => Step::Timer(fire, handle, deadline, traced),
+                    Some((fire, handle, deadline)) => {
+                        reg.task_polls = 0; // the timers had their turn
+                        Step::Timer(fire, handle, deadline, traced)
+                    }
                     None => Step::Wait(None),
                 }
             }
@@ -378,7 +383,6 @@ impl Context {
         }
     }
 
-    /// E4 step 5: waits for an fd, the next timer or the wait timeout.
     /// E4 step 5: [`wait`](Self::wait), without blocking while woken
     /// tasks are waiting their turn; afterwards they have theirs again.
     fn wait_once(&mut self, next: Option<Instant>) -> Result<Waited, Error> {
@@ -392,6 +396,7 @@ impl Context {
         waited
     }
 
+    /// Waits for an fd, the next timer or the wait timeout.
     fn wait(&mut self, next: Option<Instant>) -> Result<Waited, Error> {
         let timeout = match next {
             Some(deadline) => {

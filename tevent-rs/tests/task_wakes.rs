@@ -103,6 +103,37 @@ fn a_yielding_task_lets_timers_and_fds_run(b: &str) {
     assert!(!ev.has_events(), "the task saw both");
 }
 
+/// Past the fd turn, a task still takes turns with an immediate that
+/// reschedules itself forever (the turn waits for the immediates, which go
+/// before fds and timers in C's order).
+fn a_yielding_task_and_an_endless_immediate(b: &str) {
+    let mut ev = ctx(b);
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    ev.spawn(None, async move {
+        for _ in 0..200 {
+            tevent::yield_now().await;
+        }
+        d.set(true);
+    })
+    .unwrap();
+    let im = ev.create_immediate(None).unwrap();
+    let d = done.clone();
+    ev.schedule_immediate(im, move |ev, im| {
+        if !d.get() {
+            ev.reschedule_immediate(im).unwrap();
+        }
+    })
+    .unwrap();
+    for _ in 0..1_000 {
+        if done.get() {
+            break;
+        }
+        ev.loop_once().unwrap();
+    }
+    assert!(done.get(), "the task was starved");
+}
+
 /// Two contexts on one thread: each loop polls its own woken tasks and
 /// leaves the other's, which are not lost.
 fn each_context_polls_its_own(b: &str) {
@@ -242,6 +273,7 @@ fn freed_while_suspended(b: &str) {
 
 both!(
     a_yielding_task_lets_timers_and_fds_run,
+    a_yielding_task_and_an_endless_immediate,
     a_wake_from_another_thread,
     freed_while_suspended,
     woken_tasks_and_immediates_take_turns,
