@@ -1,9 +1,9 @@
 //! How tasks are woken and dropped: on the loop's own thread, taking turns
 //! with immediates, per context when a thread has several, harmlessly
 //! after their context is gone; from another thread; and freed while
-//! suspended. No test here makes the loop wait, so Miri runs them on the
-//! poll backend (`.ci/miri`; Miri has no `poll(2)` nor level-triggered
-//! epoll, which a wait needs).
+//! suspended. Most tests here never make the loop wait, and Miri runs
+//! those on the poll backend (`.ci/miri` names them; Miri has no `poll(2)`
+//! nor level-triggered epoll, which a wait needs).
 
 mod common;
 
