@@ -448,17 +448,14 @@ impl Talloc {
     /// [`release`](Self::release) of a node with a rare entry.
     #[inline(never)]
     fn release_rare(&mut self, slot: u32, panic: &mut Panic) {
-        // The common case first: an entry that only held a destructor that
-        // has run goes back with no more work (no panic guard, no drop).
-        if self.slots.node(slot).flags & (flag::REF_HANDLE | flag::REFERENCED | flag::LIMIT) == 0
-            && self.drop_empty_rare(slot)
-        {
+        // The common case first, with no panic guard and nothing to drop.
+        if self.drop_spent_rare(slot) {
             if let Some(p) = self.slots.release(slot) {
                 keep_first(panic, p);
             }
             return;
         }
-        let rare = self.clear_rare(slot, panic);
+        let rare = self.clear_rare_links(slot, panic);
         let p = self.slots.release(slot);
         if panic.is_none() {
             *panic = p;
@@ -470,13 +467,24 @@ impl Talloc {
     /// links, its limit, its rare entry (returned, to be dropped once the
     /// node is gone).
     fn clear_rare(&mut self, slot: u32, panic: &mut Panic) -> Option<crate::heap::Rare> {
-        // The common case: the entry only held a destructor that has run
-        // (and was taken): nothing to forget, nothing to drop.
-        if self.slots.node(slot).flags & (flag::REF_HANDLE | flag::REFERENCED | flag::LIMIT) == 0
-            && self.drop_empty_rare(slot)
-        {
+        if self.drop_spent_rare(slot) {
             return None;
         }
+        self.clear_rare_links(slot, panic)
+    }
+
+    /// Gives back the rare entry of a node being released when it only held
+    /// a destructor that has run (and was taken): nothing to forget, nothing
+    /// to drop. False, and nothing done, otherwise.
+    #[inline]
+    fn drop_spent_rare(&mut self, slot: u32) -> bool {
+        self.slots.node(slot).flags & (flag::REF_HANDLE | flag::REFERENCED | flag::LIMIT) == 0
+            && self.drop_empty_rare(slot)
+    }
+
+    /// [`clear_rare`](Self::clear_rare) past the common case: references,
+    /// a limit, or contents to drop.
+    fn clear_rare_links(&mut self, slot: u32, panic: &mut Panic) -> Option<crate::heap::Rare> {
         if self.slots.node(slot).has(flag::REF_HANDLE) {
             self.forget_handle(slot);
         }

@@ -264,7 +264,7 @@ impl Drop for Context {
         // Dropping the heap drops every event's node: each takes itself off
         // the loop, fds are closed (or given to their close functions),
         // signal actions are restored.
-        let heap = std::mem::take(&mut self.heap);
+        let heap = std::mem::take(&mut *self.heap); // the box stays, empty
         drop(heap);
         let left = {
             let mut reg = self.reg.borrow_mut();

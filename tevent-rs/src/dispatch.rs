@@ -201,9 +201,12 @@ impl Context {
                     }
                     return Ok(());
                 }
+                // A task freed since its wake is skipped in this pass, not
+                // given a pass of its own.
                 Step::Poll(task) => {
-                    crate::task::poll(self, task);
-                    return Ok(());
+                    if crate::task::poll(self, task) {
+                        return Ok(());
+                    }
                 }
                 Step::Timer(fire, handle, deadline, traced) => {
                     self.run_timer(fire, handle, deadline, traced);
@@ -260,14 +263,10 @@ impl Context {
             // turn waits until they are done, tasks alternating with them.
             let io_turn = reg.task_polls >= TASK_POLLS_PER_WAIT && reg.imms.queued() == 0;
             if !io_turn && (reg.tasks_turn || reg.imms.queued() == 0) {
-                // A task freed since its wake is skipped here, not given
-                // a pass of its own.
-                while let Some(t) = reg.woken.pop_front() {
-                    if self.heap.contains(t) {
-                        reg.tasks_turn = false;
-                        reg.task_polls += 1;
-                        return Step::Poll(t);
-                    }
+                if let Some(t) = reg.woken.pop_front() {
+                    reg.tasks_turn = false;
+                    reg.task_polls += 1;
+                    return Step::Poll(t);
                 }
             }
             reg.tasks_turn = true;

@@ -19,12 +19,24 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use calloop::channel::{self, Event};
-use calloop::futures::executor;
+use calloop::futures::{executor, Scheduler};
 use calloop::timer::{TimeoutAction, Timer};
 use calloop::{EventLoop, LoopHandle, RegistrationToken};
 use futures_channel::oneshot;
 
 use crate::ns;
+
+/// A loop with an executor whose tasks' `u64` outputs land in the
+/// dispatch state (`Some(output)`), and the executor's scheduler.
+fn output_loop() -> (EventLoop<'static, Option<u64>>, Scheduler<u64>) {
+    let event_loop: EventLoop<'static, Option<u64>> = EventLoop::try_new().expect("loop");
+    let (exec, sched) = executor::<u64>().expect("executor");
+    event_loop
+        .handle()
+        .insert_source(exec, |v, _, out: &mut Option<u64>| *out = Some(v))
+        .expect("insert executor");
+    (event_loop, sched)
+}
 
 /// N times: schedule an empty task `async move { i }` and dispatch the
 /// loop until the executor's callback has delivered its output. calloop
@@ -32,12 +44,7 @@ use crate::ns;
 /// output to the callback, which the thread that dispatches the loop reads,
 /// is calloop's idiomatic form.
 pub fn task_spawn_complete(n: u64) -> u64 {
-    let mut event_loop: EventLoop<'static, Option<u64>> = EventLoop::try_new().expect("loop");
-    let (exec, sched) = executor::<u64>().expect("executor");
-    event_loop
-        .handle()
-        .insert_source(exec, |v, _, out: &mut Option<u64>| *out = Some(v))
-        .expect("insert executor");
+    let (mut event_loop, sched) = output_loop();
     let mut out = None;
     let t0 = Instant::now();
     for i in 0..n {
@@ -174,12 +181,8 @@ impl Drop for Sleep {
 /// One task awaits N zero-length sleeps ([`Sleep`]) in turn; the loop is
 /// dispatched until the executor's callback has its output.
 pub fn task_timer_await(n: u64) -> u64 {
-    let mut event_loop: EventLoop<'static, Option<u64>> = EventLoop::try_new().expect("loop");
+    let (mut event_loop, sched) = output_loop();
     let handle = event_loop.handle();
-    let (exec, sched) = executor::<u64>().expect("executor");
-    handle
-        .insert_source(exec, |v, _, out: &mut Option<u64>| *out = Some(v))
-        .expect("insert executor");
     let mut out = None;
     let t0 = Instant::now();
     sched
@@ -240,12 +243,7 @@ pub fn task_thread_ask_roundtrip(n: u64) -> u64 {
         }
         st.count
     });
-    let mut event_loop: EventLoop<'static, Option<u64>> = EventLoop::try_new().expect("loop");
-    let (exec, sched) = executor::<u64>().expect("executor");
-    event_loop
-        .handle()
-        .insert_source(exec, |v, _, out: &mut Option<u64>| *out = Some(v))
-        .expect("insert executor");
+    let (mut event_loop, sched) = output_loop();
     let mut out = None;
     ready_rx.recv().expect("server ready");
     let t0 = Instant::now();

@@ -72,10 +72,11 @@ impl Drop for Live {
 }
 
 /// Polls a task once, if it is still there (the loop's step for a woken
-/// task, and what a wake from another thread schedules).
-pub(crate) fn poll(ev: &mut Context, task: AnyPtr) {
+/// task, and what a wake from another thread schedules); false if it was
+/// not (freed since its wake: nothing polls a freed task).
+pub(crate) fn poll(ev: &mut Context, task: AnyPtr) -> bool {
     let Ok(node) = ev.heap.downcast::<TaskNode>(task) else {
-        return; // freed: nothing polls a freed task
+        return false;
     };
     let Some((mut fut, waker)) = ev
         .heap
@@ -83,7 +84,7 @@ pub(crate) fn poll(ev: &mut Context, task: AnyPtr) {
         .ok()
         .and_then(|n| Some((n.fut.take()?, n.waker.take()?)))
     else {
-        return;
+        return false;
     };
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         lend::lend(ev, task, || {
@@ -110,6 +111,7 @@ pub(crate) fn poll(ev: &mut Context, task: AnyPtr) {
             std::panic::resume_unwind(p);
         }
     }
+    true
 }
 
 /// The spawner's side of a task: its output once it is done, or

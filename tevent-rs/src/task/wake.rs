@@ -86,7 +86,9 @@ impl Wake for TaskWaker {
         } else {
             let me = self.clone();
             // A loop that is gone polls nothing: nothing to do then.
-            let _ = self.remote.schedule(move |ev| super::poll(ev, me.task));
+            let _ = self.remote.schedule(move |ev| {
+                super::poll(ev, me.task);
+            });
         }
     }
 }
