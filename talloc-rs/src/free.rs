@@ -110,11 +110,14 @@ impl Talloc {
     #[inline(always)]
     fn free_key(&mut self, key: Key) -> Result<(), Error> {
         let slot = self.slot(key)?;
-        let n = self.slots.node(slot);
         // The common case: a leaf with nothing rare (no destructor, name,
-        // reference, limit) while no limits are set: unlink and release. It
-        // is kept small, apart from the rest, so that it saves few
-        // registers.
+        // reference, limit) while no limits are set: unlink and release,
+        // in one pass when its value needs no drop. It is kept small, apart
+        // from the rest, so that it saves few registers.
+        if self.limits == 0 && self.slots.free_leaf(slot, &mut self.top) {
+            return Ok(());
+        }
+        let n = self.slots.node(slot);
         if n.child == NIL && n.flags & !PLAIN == 0 && self.limits == 0 {
             self.unlink_node(slot);
             if let Some(p) = self.slots.release(slot) {

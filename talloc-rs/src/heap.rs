@@ -471,6 +471,14 @@ impl Talloc {
             Ok(home) => home,
             Err(error) => return Err(AllocError { error, value }),
         };
+        let value = if self.limits == 0 && parent != NIL && pool.is_none() {
+            match self.slots.insert_leaf(parent, value, flags) {
+                Ok(key) => return Ok(Ptr::from_key(key)),
+                Err(value) => value,
+            }
+        } else {
+            value
+        };
         let slot = match self.slots.insert(value, flags, pool) {
             Ok(slot) => slot,
             Err((e, value)) => {
@@ -574,6 +582,15 @@ impl Talloc {
     #[inline(always)]
     fn zeroed_in(&mut self, parent: Option<AnyPtr>, size: usize) -> Result<Ptr<[u8]>, Error> {
         let (parent, pool) = self.home(parent)?;
+        if self.limits == 0 && parent != NIL {
+            let fast = match pool {
+                None => self.slots.insert_zeroed_leaf(parent, size),
+                Some(region) => self.slots.insert_pooled_leaf(parent, region, size),
+            };
+            if let Some(key) = fast {
+                return Ok(Ptr::from_key(key));
+            }
+        }
         let slot = self.slots.insert_zeroed(size, pool)?;
         self.adopt(parent, slot)
     }

@@ -48,6 +48,7 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod detached;
+mod leaf;
 mod object;
 mod payload;
 mod pool;
@@ -326,6 +327,7 @@ fn layout(desc: &TypeDesc, len: usize) -> Result<Layout, StoreError> {
     Layout::from_size_align(size, desc.elem_align).map_err(|_| StoreError::TooLarge)
 }
 
+#[inline]
 fn align_up(x: usize, a: usize) -> usize {
     (x + a - 1) & !(a - 1)
 }

@@ -44,6 +44,7 @@ pub(super) const GRANULE: usize = 16;
 
 /// The bytes a member of `size` bytes at `off` takes in a region of
 /// `region_size` bytes (`off + size <= region_size`).
+#[inline]
 pub(super) fn granule(off: usize, size: usize, region_size: usize) -> usize {
     align_up(size, GRANULE).min(region_size - off)
 }

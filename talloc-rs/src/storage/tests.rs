@@ -4,7 +4,7 @@ use std::mem;
 
 use super::detached::DetachedStore;
 use super::*;
-use crate::{Error, Talloc};
+use crate::{AnyPtr, Error, Talloc};
 
 fn fresh() -> Slots {
     Slots::new(HEAP_IDS.take().unwrap())
@@ -100,4 +100,23 @@ fn a_slot_whose_generation_runs_out_is_retired() {
     assert_eq!(s.vacancies(), 0);
     assert_eq!(s.insert(2u8, 0, None), Err((StoreError::Full, 2u8)));
     assert_eq!(s.lookup(key), Err(Error::Stale));
+}
+
+#[test]
+fn a_plain_leaf_freed_on_the_fast_path_retires_a_spent_slot_too() {
+    let mut heap = Talloc::new();
+    let root = heap.new_context(None).unwrap();
+    let old = heap.alloc_zeroed(root, 8).unwrap().erase();
+    let slot = old.key.slot;
+    heap.slots.node_mut(slot).gen = u32::MAX - 2;
+    let spent = AnyPtr {
+        key: heap.slots.key(slot),
+    };
+    heap.free(spent).unwrap();
+    assert_eq!(heap.slots.retired, 1);
+    assert_eq!(heap.free(spent), Err(Error::Stale));
+    // The slot is never handed out again: the next child takes a fresh one.
+    let next = heap.alloc_zeroed(root, 8).unwrap().erase();
+    assert_ne!(next.key.slot, slot);
+    assert_eq!(heap.verify(), Ok(()));
 }
