@@ -284,29 +284,58 @@ impl Talloc {
             // The common case: leaves with no destructor, reference or name,
             // released in a row. They need no unlinking one by one: the
             // list's head is fixed once after the run.
+            // A leaf whose only rare part is a destructor goes the same way
+            // once its destructor has agreed, in the run, with the list's
+            // head fixed first: the destructor sees a consistent tree.
+            let mut outcome = None;
+            let mut child = child;
             if self.limits == 0 {
                 let mut c = child;
+                let mut head = child;
                 loop {
                     let n = self.slots.node(c);
-                    if n.child != NIL || n.flags & !PLAIN != 0 {
+                    if n.child != NIL {
                         break;
                     }
-                    let next = n.next;
-                    self.release(c, panic);
+                    let next = if n.flags & !PLAIN == 0 {
+                        let next = n.next;
+                        self.release(c, panic);
+                        next
+                    } else if n.flags & !(PLAIN | flag::RARE | flag::DESTRUCTOR) == 0
+                        && n.has(flag::DESTRUCTOR)
+                    {
+                        if c != head {
+                            self.set_first_child(slot, c);
+                        }
+                        match self.free_destructor_leaf(slot, c, top.refuge, panic) {
+                            Ok(next) => {
+                                head = next;
+                                next
+                            }
+                            Err(o) => {
+                                // Settled the general way: go on from it.
+                                (head, child, outcome) = (c, c, Some(o));
+                                break;
+                            }
+                        }
+                    } else {
+                        break;
+                    };
                     c = next;
                     if c == NIL {
                         break;
                     }
                 }
-                if c != child {
-                    self.slots.node_mut(slot).child = c;
-                    if c != NIL {
-                        self.slots.node_mut(c).prev = NIL;
-                    }
+                if c != head {
+                    self.set_first_child(slot, c);
+                }
+                if c != child && outcome.is_none() {
                     continue;
                 }
             }
-            if let Outcome::Started = self.begin_child_free(child, slot, top.refuge, panic) {
+            let outcome =
+                outcome.unwrap_or_else(|| self.begin_child_free(child, slot, top.refuge, panic));
+            if let Outcome::Started = outcome {
                 if self.slots.node(child).child == NIL {
                     // A leaf (say, with a destructor that has run): no frame.
                     self.release(child, panic);
@@ -321,6 +350,54 @@ impl Talloc {
                 above.push(std::mem::replace(&mut top, frame));
             }
         }
+    }
+
+    /// Makes `c` the first of `parent`'s children, dropping those before it
+    /// from the list (they were released in a run).
+    #[inline]
+    fn set_first_child(&mut self, parent: u32, c: u32) {
+        self.slots.node_mut(parent).child = c;
+        if c != NIL {
+            self.slots.node_mut(c).prev = NIL;
+        }
+    }
+
+    /// Frees `c`, the first child of `parent`, a leaf whose only rare part
+    /// is its destructor: the destructor runs, and if it agreed and left
+    /// `c` where it was, `c` is released at once. Returns the next sibling
+    /// to go on with; otherwise what [`begin_child_free`] would have
+    /// returned, having done what it does.
+    ///
+    /// [`begin_child_free`]: Talloc::begin_child_free
+    fn free_destructor_leaf(
+        &mut self,
+        parent: u32,
+        c: u32,
+        refuge: Option<Key>,
+        panic: &mut Panic,
+    ) -> Result<u32, Outcome> {
+        let key = self.key(c);
+        let Some((d, verdict)) = self.call_destructor(c, key, panic) else {
+            return Err(self.begin_child_free(c, parent, refuge, panic));
+        };
+        if verdict.is_ok() && self.limits == 0 {
+            let n = self.slots.node(c);
+            let still = n.gen == key.gen && n.parent == parent && n.prev == NIL;
+            let leaf = n.child == NIL
+                && n.flags & !(PLAIN | flag::RARE | flag::DESTRUCTOR | flag::IN_DESTRUCTOR) == 0;
+            if still && leaf {
+                // Still the first child, with nothing new: unlink it as the
+                // head and release it (a destructor it set for itself is
+                // dropped with it).
+                let next = n.next;
+                self.set_first_child(parent, next);
+                self.release(c, panic);
+                drop(d);
+                return Ok(next);
+            }
+        }
+        let refused = self.end_destructor(c, key, d, verdict).is_err();
+        Err(self.settle_child(c, key, parent, refuge, refused, false))
     }
 
     /// Tries to free `child` of `parent` (whose own refuge is `refuge`).
@@ -368,6 +445,20 @@ impl Talloc {
         } else {
             false
         };
+        self.settle_child(child, ckey, parent, refuge, refused, self_home)
+    }
+
+    /// The end of [`begin_child_free`](Talloc::begin_child_free), once the
+    /// destructor (if any) has given its verdict.
+    fn settle_child(
+        &mut self,
+        child: u32,
+        ckey: Key,
+        parent: u32,
+        refuge: Option<Key>,
+        refused: bool,
+        self_home: bool,
+    ) -> Outcome {
         if self.slot(ckey).is_err() {
             // The destructor could not free its own object, but it may have
             // freed an ancestor of it that was not being freed... either way
@@ -403,21 +494,44 @@ impl Talloc {
     /// refusal; the panic is kept for the caller to resume.
     pub(crate) fn run_destructor(&mut self, slot: u32, panic: &mut Panic) -> DestructorResult {
         let key = self.key(slot);
-        let Some(mut d) = self.take_destructor(slot) else {
+        let Some((d, verdict)) = self.call_destructor(slot, key, panic) else {
             return Ok(());
         };
+        self.end_destructor(slot, key, d, verdict)
+    }
+
+    /// Takes an object's destructor out and calls it, marked as running;
+    /// gives it back with its verdict, `None` if there was none.
+    #[inline]
+    fn call_destructor(
+        &mut self,
+        slot: u32,
+        key: Key,
+        panic: &mut Panic,
+    ) -> Option<(crate::heap::Destructor, DestructorResult)> {
+        let mut d = self.take_destructor(slot)?;
         self.slots.node_mut(slot).flags |= flag::IN_DESTRUCTOR;
         let me = AnyPtr { key };
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d(self, me)));
         let verdict = match r {
             Ok(v) => v,
             Err(p) => {
-                if panic.is_none() {
-                    *panic = Some(p);
-                }
+                keep_first(panic, p);
                 Err(Refused)
             }
         };
+        Some((d, verdict))
+    }
+
+    /// After a destructor ran: the object (if it is still there) is no
+    /// longer in its destructor, and keeps the destructor if it refused.
+    fn end_destructor(
+        &mut self,
+        slot: u32,
+        key: Key,
+        d: crate::heap::Destructor,
+        verdict: DestructorResult,
+    ) -> DestructorResult {
         if self.slot(key).is_ok() {
             self.slots.node_mut(slot).flags &= !flag::IN_DESTRUCTOR;
             if verdict.is_err() {
