@@ -107,8 +107,7 @@ impl Talloc {
     #[inline]
     pub(crate) fn move_to(&mut self, slot: u32, dest: u32) {
         if self.limits == 0 {
-            self.unlink_node(slot);
-            self.link(dest, slot);
+            self.slots.relink(slot, dest, &mut self.top);
             return;
         }
         self.move_to_limited(slot, dest);

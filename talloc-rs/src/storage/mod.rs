@@ -48,7 +48,7 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod detached;
-mod leaf;
+mod hot;
 mod object;
 mod payload;
 mod pool;
@@ -287,7 +287,8 @@ pub(crate) struct Slots {
     cap: u32,
     /// Slots whose generation ran out (invariant 5).
     retired: u32,
-    /// Every slot ever handed out, in one array: a node is one index away
+    /// Every slot ever handed out, and no more, in one array (its length
+    /// is the high-water mark): a node is one index away
     /// (no chunk table to go through). Growing it may move the nodes, and
     /// their inline values with them, which is fine: nothing keeps a
     /// pointer into a node across a call that can claim a slot, and a
@@ -297,8 +298,6 @@ pub(crate) struct Slots {
     nodes: Vec<Node>,
     /// Head of the free list (through `Node::next`), or NIL.
     free: u32,
-    /// Number of slots ever handed out (the high-water mark).
-    high: u32,
     live: u32,
     regions: Vec<Option<Region>>,
     free_regions: Vec<u32>,

@@ -17,7 +17,6 @@ impl Slots {
             retired: 0,
             nodes: Vec::new(),
             free: NIL,
-            high: 0,
             live: 0,
             regions: Vec::new(),
             free_regions: Vec::new(),
@@ -138,7 +137,7 @@ impl Slots {
     /// fill a heap.
     #[cfg(test)]
     pub(crate) fn set_capacity(&mut self, cap: u32) {
-        self.cap = cap.max(self.high);
+        self.cap = cap.max(self.high());
     }
 
     /// How many more nodes the heap can hold.
@@ -149,7 +148,7 @@ impl Slots {
     /// `Ok` if a slot can be claimed.
     #[inline(always)]
     pub(super) fn vacancy(&self) -> Result<(), StoreError> {
-        if self.free != NIL || self.high < self.cap {
+        if self.free != NIL || self.high() < self.cap {
             Ok(())
         } else {
             Err(StoreError::Full)
@@ -157,8 +156,10 @@ impl Slots {
     }
 
     /// Number of slots ever handed out: every live slot is below it.
+    #[inline(always)]
     pub(crate) fn high(&self) -> u32 {
-        self.high
+        // At most `cap`, a u32 (a slot is claimed only below it).
+        self.nodes.len() as u32
     }
 
     #[inline(always)]
@@ -171,20 +172,19 @@ impl Slots {
         &mut self.nodes[slot as usize]
     }
 
-    /// The node at `slot` if the slot was ever handed out.
+    /// The node at `slot` if the slot was ever handed out (one bounds
+    /// check: the array holds exactly the slots handed out so far).
     #[inline(always)]
     pub(crate) fn get(&self, slot: u32) -> Option<&Node> {
-        if slot < self.high {
-            Some(self.node(slot))
-        } else {
-            None
-        }
+        self.nodes.get(slot as usize)
     }
 
-    /// Adds a vacant node at the end.
+    /// Adds a vacant node at the end and returns its slot.
     #[cold]
-    pub(super) fn grow(&mut self) {
+    pub(super) fn grow(&mut self) -> u32 {
+        let slot = self.high();
         self.nodes.push(Node::vacant(NIL));
+        slot
     }
 
     /// Takes a vacant slot and makes it a live, unlinked node holding nothing
@@ -195,14 +195,9 @@ impl Slots {
         let slot = if self.free != NIL {
             self.free
         } else {
-            let slot = self.high;
-            debug_assert!(slot < self.cap, "claim without a vacancy");
-            if slot as usize == self.nodes.len() {
-                self.grow();
-            }
-            self.high += 1;
+            debug_assert!(self.high() < self.cap, "claim without a vacancy");
             // A fresh vacant node's `next` is NIL: the free list stays empty.
-            slot
+            self.grow()
         };
         self.live += 1;
         let n = self.node_mut(slot);
@@ -350,7 +345,7 @@ impl Slots {
     /// Returns the first panic raised by a `Drop`.
     pub(crate) fn clear(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
         let mut first = None;
-        for slot in 0..self.high {
+        for slot in 0..self.high() {
             if self.node(slot).is_live() {
                 let p = self.release(slot);
                 if first.is_none() {

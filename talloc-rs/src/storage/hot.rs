@@ -1,15 +1,16 @@
-//! The two hottest operations, each in one pass over the node array:
-//! storing a small value as the newest child of a parent, and freeing a
-//! plain leaf.
+//! The hottest operations, each in one pass over the node array: storing
+//! a small value as the newest child of a parent, freeing a plain leaf,
+//! and moving a node to a new parent.
 //!
 //! They do what the general paths do (`reserve` and `claim` then `link`
-//! for an allocation, `unlink_node` then `release` for a free), for the
-//! common case only, and decline anything else before changing anything.
-//! Borrowing the node array once, as a slice, lets the compiler keep its
-//! address and length in registers: through `node_mut` each store into a
-//! node could have changed the table's own fields, which were read again
-//! after every store (`talloc_churn` ran 201 instructions a step with the
-//! general paths, 130 with these).
+//! for an allocation, `unlink_node` then `release` for a free, `unlink_node`
+//! then `link` for a move), for the common case only, and decline anything
+//! else before changing anything. Borrowing the node array once, as a
+//! slice, lets the compiler keep its address and length in registers:
+//! through `node_mut` each store into a node could have changed the
+//! table's own fields, which were read again after every store
+//! (`talloc_churn` ran 201 instructions a step with the general paths, 150
+//! with these).
 
 use std::mem;
 
@@ -24,8 +25,8 @@ const LEAF: u32 = flag::INLINE | flag::NOT_SEND | flag::IN_POOL | flag::CONTEXT;
 impl Slots {
     /// Claims a vacant slot off the free list as the newest child of the
     /// live slot `parent`, with `desc`, `flags` (plus `INLINE`) and `len`:
-    /// everything but the value. `None`, and nothing changed, when the free
-    /// list is empty.
+    /// everything but the value. `None`, and nothing changed, only when the
+    /// free list is empty.
     ///
     /// Every caller has the parent from `Talloc::home`, which refuses a
     /// reference handle and says whether children go to a pool.
@@ -42,7 +43,8 @@ impl Slots {
             return None;
         }
         let nodes = &mut self.nodes[..];
-        let p = nodes.get_mut(parent as usize)?;
+        // The parent is live (the caller looked its handle up): in bounds.
+        let p = &mut nodes[parent as usize];
         let head = mem::replace(&mut p.child, slot);
         if head != NIL {
             nodes[head as usize].prev = slot;
@@ -115,7 +117,7 @@ impl Slots {
         region: u32,
         len: usize,
     ) -> Option<Key> {
-        if len > u32::MAX as usize {
+        if len > u32::MAX as usize || self.free == NIL {
             return None;
         }
         let r = self.regions.get_mut(region as usize)?.as_mut()?;
@@ -129,7 +131,9 @@ impl Slots {
         // SAFETY: `off + len <= r.size`: the range lies inside the region's
         // allocation.
         let ptr = unsafe { NonNull::new_unchecked(r.mem.as_ptr().add(off)) };
-        let (end, count) = (off + cap, r.count + 1);
+        // From here on nothing can fail: the free list is not empty.
+        r.end = off + cap;
+        r.count += 1;
         let desc = <[u8] as Object>::desc();
         let (slot, n) = self.claim_leaf(parent, desc, flag::IN_POOL, len as u32)?;
         n.flags &= !flag::INLINE;
@@ -142,9 +146,6 @@ impl Slots {
         // SAFETY: the range is the node's own from now on (invariant 1):
         // `len` bytes inside the region, zeroed before anyone reads them.
         unsafe { ptr::write_bytes(ptr.as_ptr(), 0, len) };
-        let r = self.regions[region as usize].as_mut().expect("live region");
-        r.end = end;
-        r.count = count;
         Some(self.key_of(slot, gen))
     }
 
@@ -200,6 +201,38 @@ impl Slots {
             self.release_pooled(slot);
         }
         true
+    }
+
+    /// Moves the live slot `slot` to the head of the children of `dest`
+    /// (of the top level, whose head is `top`, for NIL). The caller has
+    /// checked the move (no loop, no reference handle as parent).
+    #[inline(always)]
+    pub(crate) fn relink(&mut self, slot: u32, dest: u32, top: &mut u32) {
+        let nodes = &mut self.nodes[..];
+        let n = &nodes[slot as usize];
+        let (parent, prev, next) = (n.parent, n.prev, n.next);
+        if prev != NIL {
+            nodes[prev as usize].next = next;
+        } else if parent != NIL {
+            nodes[parent as usize].child = next;
+        } else if *top == slot {
+            *top = next;
+        }
+        if next != NIL {
+            nodes[next as usize].prev = prev;
+        }
+        let head = if dest == NIL {
+            mem::replace(top, slot)
+        } else {
+            mem::replace(&mut nodes[dest as usize].child, slot)
+        };
+        if head != NIL {
+            nodes[head as usize].prev = slot;
+        }
+        let n = &mut nodes[slot as usize];
+        n.parent = dest;
+        n.prev = NIL;
+        n.next = head;
     }
 
     #[inline(always)]
