@@ -283,10 +283,10 @@ impl Talloc {
             }
             // The common case: leaves with no destructor, reference or name,
             // released in a row. They need no unlinking one by one: the
-            // list's head is fixed once after the run.
-            // A leaf whose only rare part is a destructor goes the same way
-            // once its destructor has agreed, in the run, with the list's
-            // head fixed first: the destructor sees a consistent tree.
+            // list's head is fixed once after the run. A leaf whose only
+            // rare part is a destructor joins the run once its destructor
+            // has agreed; the head is fixed before the call, so that the
+            // destructor sees a consistent tree.
             let mut outcome = None;
             let mut child = child;
             if self.limits == 0 {

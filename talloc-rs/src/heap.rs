@@ -374,39 +374,13 @@ impl Talloc {
     /// top level for NIL).
     #[inline(always)]
     pub(crate) fn link(&mut self, parent: u32, slot: u32) {
-        let head = if parent == NIL {
-            std::mem::replace(&mut self.top, slot)
-        } else {
-            let p = self.slots.node_mut(parent);
-            std::mem::replace(&mut p.child, slot)
-        };
-        let n = self.slots.node_mut(slot);
-        n.parent = parent;
-        n.prev = NIL;
-        n.next = head;
-        if head != NIL {
-            self.slots.node_mut(head).prev = slot;
-        }
+        self.slots.link(parent, slot, &mut self.top);
     }
 
     /// Takes a node out of its parent's child list (or the top level's).
     #[inline(always)]
     pub(crate) fn unlink_node(&mut self, slot: u32) {
-        let n = self.slots.node_mut(slot);
-        let (parent, prev, next) = (n.parent, n.prev, n.next);
-        n.parent = NIL;
-        n.prev = NIL;
-        n.next = NIL;
-        if prev != NIL {
-            self.slots.node_mut(prev).next = next;
-        } else if parent != NIL {
-            self.slots.node_mut(parent).child = next;
-        } else if self.top == slot {
-            self.top = next;
-        }
-        if next != NIL {
-            self.slots.node_mut(next).prev = prev;
-        }
+        self.slots.unlink(slot, &mut self.top);
     }
 
     // ----- creation ------------------------------------------------------
@@ -472,7 +446,7 @@ impl Talloc {
             Err(error) => return Err(AllocError { error, value }),
         };
         let value = if self.limits == 0 && parent != NIL && pool.is_none() {
-            match self.slots.insert_leaf(parent, value, flags) {
+            match self.slots.insert_leaf(parent, &mut self.top, value, flags) {
                 Ok(key) => return Ok(Ptr::from_key(key)),
                 Err(value) => value,
             }
@@ -582,10 +556,13 @@ impl Talloc {
     #[inline(always)]
     fn zeroed_in(&mut self, parent: Option<AnyPtr>, size: usize) -> Result<Ptr<[u8]>, Error> {
         let (parent, pool) = self.home(parent)?;
+        // Top-level objects take the general path: the fast one takes them
+        // too, but testing for them there cost a churn step 10 instructions.
         if self.limits == 0 && parent != NIL {
+            let top = &mut self.top;
             let fast = match pool {
-                None => self.slots.insert_zeroed_leaf(parent, size),
-                Some(region) => self.slots.insert_pooled_leaf(parent, region, size),
+                None => self.slots.insert_zeroed_leaf(parent, top, size),
+                Some(region) => self.slots.insert_pooled_leaf(parent, top, region, size),
             };
             if let Some(key) = fast {
                 return Ok(Ptr::from_key(key));

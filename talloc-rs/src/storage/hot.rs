@@ -24,9 +24,9 @@ const LEAF: u32 = flag::INLINE | flag::NOT_SEND | flag::IN_POOL | flag::CONTEXT;
 
 impl Slots {
     /// Claims a vacant slot off the free list as the newest child of the
-    /// live slot `parent`, with `desc`, `flags` (plus `INLINE`) and `len`:
-    /// everything but the value. `None`, and nothing changed, only when the
-    /// free list is empty.
+    /// live slot `parent` (of the top level, whose head is `top`, for NIL),
+    /// with `desc`, `flags` (plus `INLINE`) and `len`: everything but the
+    /// value. `None`, and nothing changed, only when the free list is empty.
     ///
     /// Every caller has the parent from `Talloc::home`, which refuses a
     /// reference handle and says whether children go to a pool.
@@ -34,6 +34,7 @@ impl Slots {
     fn claim_leaf(
         &mut self,
         parent: u32,
+        top: &mut u32,
         desc: &'static TypeDesc,
         flags: u32,
         len: u32,
@@ -43,37 +44,32 @@ impl Slots {
             return None;
         }
         let nodes = &mut self.nodes[..];
-        // The parent is live (the caller looked its handle up): in bounds.
-        let p = &mut nodes[parent as usize];
-        let head = mem::replace(&mut p.child, slot);
-        if head != NIL {
-            nodes[head as usize].prev = slot;
-        }
+        let head = push_head(nodes, slot, parent, top);
         let n = &mut nodes[slot as usize];
         self.free = n.next;
         self.live += 1;
-        n.gen = n.gen.wrapping_add(1);
-        n.flags = flags | flag::INLINE;
-        n.parent = parent;
-        n.child = NIL;
-        n.prev = NIL;
-        n.next = head;
+        n.occupy(desc, flags, parent, head);
         n.len = len;
-        n.rare = NIL;
-        n.desc = desc;
         Some((slot, n))
     }
 
     /// Stores `len <= INLINE_BYTES` zero bytes as a `[u8]` child of the
-    /// live slot `parent`, whose children go to no pool (and no memory
-    /// limit is set: the caller checked). `None`, and nothing changed, if the fast path does not apply.
+    /// live slot `parent` (NIL: the top level, headed by `top`), whose
+    /// children go to no pool (and no memory limit is set: the caller
+    /// checked). `None`, and nothing changed, if the fast path does not
+    /// apply.
     #[inline(always)]
-    pub(crate) fn insert_zeroed_leaf(&mut self, parent: u32, len: usize) -> Option<Key> {
+    pub(crate) fn insert_zeroed_leaf(
+        &mut self,
+        parent: u32,
+        top: &mut u32,
+        len: usize,
+    ) -> Option<Key> {
         if len > INLINE_BYTES {
             return None;
         }
         let desc = <[u8] as Object>::desc();
-        let (slot, n) = self.claim_leaf(parent, desc, 0, len as u32)?;
+        let (slot, n) = self.claim_leaf(parent, top, desc, 0, len as u32)?;
         // A fixed-size store of the whole inline area, no `memset` call.
         n.payload.inline = InlineBytes::ZERO;
         let gen = n.gen;
@@ -87,6 +83,7 @@ impl Slots {
     pub(crate) fn insert_leaf<T: 'static>(
         &mut self,
         parent: u32,
+        top: &mut u32,
         value: T,
         flags: u32,
     ) -> Result<Key, T> {
@@ -94,7 +91,7 @@ impl Slots {
             return Err(value);
         }
         let desc = <T as Object>::desc();
-        let Some((slot, n)) = self.claim_leaf(parent, desc, flags, 1) else {
+        let Some((slot, n)) = self.claim_leaf(parent, top, desc, flags, 1) else {
             return Err(value);
         };
         // SAFETY: the inline area holds any value of at most INLINE_BYTES
@@ -114,6 +111,7 @@ impl Slots {
     pub(crate) fn insert_pooled_leaf(
         &mut self,
         parent: u32,
+        top: &mut u32,
         region: u32,
         len: usize,
     ) -> Option<Key> {
@@ -135,7 +133,7 @@ impl Slots {
         r.end = off + cap;
         r.count += 1;
         let desc = <[u8] as Object>::desc();
-        let (slot, n) = self.claim_leaf(parent, desc, flag::IN_POOL, len as u32)?;
+        let (slot, n) = self.claim_leaf(parent, top, desc, flag::IN_POOL, len as u32)?;
         n.flags &= !flag::INLINE;
         n.payload.out = OutOfLine {
             ptr,
@@ -169,31 +167,11 @@ impl Slots {
             return false;
         }
         debug_assert!(n.rare == NIL, "a node without RARE has no entry");
-        let (parent, prev, next) = (n.parent, n.prev, n.next);
-        if prev != NIL {
-            nodes[prev as usize].next = next;
-        } else if parent != NIL {
-            nodes[parent as usize].child = next;
-        } else if *top == slot {
-            *top = next;
-        }
-        if next != NIL {
-            nodes[next as usize].prev = prev;
-        }
-        // Vacate as `release` does (child and rare are NIL already). The
-        // payload stays: a pooled member's range is given back below.
-        let n = &mut nodes[slot as usize];
-        n.gen = n.gen.wrapping_add(1);
-        n.flags = 0;
-        n.parent = NIL;
-        n.prev = NIL;
-        n.len = 0;
-        // A generation about to wrap retires the slot (invariant 5).
-        if n.gen < u32::MAX - 1 {
-            n.next = self.free;
+        unlink_in(nodes, slot, top);
+        // The payload stays: a pooled member's range is given back below.
+        if nodes[slot as usize].vacate(self.free) {
             self.free = slot;
         } else {
-            n.next = NIL;
             self.retired += 1;
         }
         self.live -= 1;
@@ -209,30 +187,26 @@ impl Slots {
     #[inline(always)]
     pub(crate) fn relink(&mut self, slot: u32, dest: u32, top: &mut u32) {
         let nodes = &mut self.nodes[..];
-        let n = &nodes[slot as usize];
-        let (parent, prev, next) = (n.parent, n.prev, n.next);
-        if prev != NIL {
-            nodes[prev as usize].next = next;
-        } else if parent != NIL {
-            nodes[parent as usize].child = next;
-        } else if *top == slot {
-            *top = next;
-        }
-        if next != NIL {
-            nodes[next as usize].prev = prev;
-        }
-        let head = if dest == NIL {
-            mem::replace(top, slot)
-        } else {
-            mem::replace(&mut nodes[dest as usize].child, slot)
-        };
-        if head != NIL {
-            nodes[head as usize].prev = slot;
-        }
-        let n = &mut nodes[slot as usize];
-        n.parent = dest;
+        unlink_in(nodes, slot, top);
+        link_in(nodes, slot, dest, top);
+    }
+
+    /// Puts the unlinked live slot `slot` at the head of `parent`'s
+    /// children (of the top level, headed by `top`, for NIL).
+    #[inline(always)]
+    pub(crate) fn link(&mut self, parent: u32, slot: u32, top: &mut u32) {
+        link_in(&mut self.nodes, slot, parent, top);
+    }
+
+    /// Takes the live slot `slot` out of its parent's child list (or the
+    /// top level's, headed by `top`); its own links become NIL.
+    #[inline(always)]
+    pub(crate) fn unlink(&mut self, slot: u32, top: &mut u32) {
+        unlink_in(&mut self.nodes, slot, top);
+        let n = &mut self.nodes[slot as usize];
+        n.parent = NIL;
         n.prev = NIL;
-        n.next = head;
+        n.next = NIL;
     }
 
     #[inline(always)]
@@ -243,4 +217,49 @@ impl Slots {
             gen,
         }
     }
+}
+
+/// Takes `slot` out of its sibling list: its neighbours (or its parent, or
+/// the top level's head `top`) skip it. Its own links are left as they are.
+#[inline(always)]
+fn unlink_in(nodes: &mut [Node], slot: u32, top: &mut u32) {
+    let n = &nodes[slot as usize];
+    let (parent, prev, next) = (n.parent, n.prev, n.next);
+    if prev != NIL {
+        nodes[prev as usize].next = next;
+    } else if parent != NIL {
+        nodes[parent as usize].child = next;
+    } else if *top == slot {
+        *top = next;
+    }
+    if next != NIL {
+        nodes[next as usize].prev = prev;
+    }
+}
+
+/// Makes `slot` the head of `dest`'s child list (of the top level, whose
+/// head is `top`, for NIL) and returns the old head, now its next sibling;
+/// `slot`'s own links are the caller's to set.
+#[inline(always)]
+fn push_head(nodes: &mut [Node], slot: u32, dest: u32, top: &mut u32) -> u32 {
+    let head = if dest == NIL {
+        mem::replace(top, slot)
+    } else {
+        mem::replace(&mut nodes[dest as usize].child, slot)
+    };
+    if head != NIL {
+        nodes[head as usize].prev = slot;
+    }
+    head
+}
+
+/// Puts `slot` at the head of `dest`'s children (of the top level, whose
+/// head is `top`, for NIL), whatever its links said before.
+#[inline(always)]
+fn link_in(nodes: &mut [Node], slot: u32, dest: u32, top: &mut u32) {
+    let head = push_head(nodes, slot, dest, top);
+    let n = &mut nodes[slot as usize];
+    n.parent = dest;
+    n.prev = NIL;
+    n.next = head;
 }

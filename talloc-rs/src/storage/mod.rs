@@ -210,6 +210,41 @@ impl Node {
         }
     }
 
+    /// Makes a vacant node live, holding nothing yet (`len` 0, inline),
+    /// with no children or newer sibling, under `parent` before `next`
+    /// (both NIL for an unlinked node): the caller stores the value next.
+    #[inline(always)]
+    fn occupy(&mut self, desc: &'static TypeDesc, flags: u32, parent: u32, next: u32) {
+        self.gen = self.gen.wrapping_add(1);
+        self.flags = flags | flag::INLINE;
+        self.parent = parent;
+        self.child = NIL;
+        self.prev = NIL;
+        self.next = next;
+        self.len = 0;
+        self.rare = NIL;
+        self.desc = desc;
+    }
+
+    /// Makes an unlinked live node vacant, its payload left as it is (the
+    /// value is still to be dropped or its range given back). True if the
+    /// slot goes on the free list in front of `free`; false if its
+    /// generation is about to wrap and it is retired for good (invariant
+    /// 5: a handle from its first life must never match again).
+    #[inline(always)]
+    fn vacate(&mut self, free: u32) -> bool {
+        self.gen = self.gen.wrapping_add(1);
+        self.flags = 0;
+        self.parent = NIL;
+        self.child = NIL;
+        self.prev = NIL;
+        self.len = 0;
+        self.rare = NIL;
+        let reuse = self.gen < u32::MAX - 1;
+        self.next = if reuse { free } else { NIL };
+        reuse
+    }
+
     #[inline]
     pub(crate) fn is_live(&self) -> bool {
         self.gen & 1 == 1
@@ -288,12 +323,11 @@ pub(crate) struct Slots {
     /// Slots whose generation ran out (invariant 5).
     retired: u32,
     /// Every slot ever handed out, and no more, in one array (its length
-    /// is the high-water mark): a node is one index away
-    /// (no chunk table to go through). Growing it may move the nodes, and
-    /// their inline values with them, which is fine: nothing keeps a
-    /// pointer into a node across a call that can claim a slot, and a
-    /// value is never pinned (a value that must not move is kept out of
-    /// line). glibc grows large arrays with `mremap`, so the peak stays
+    /// is the high-water mark): a node is one index away (no chunk table
+    /// to go through). Growing it may move the nodes, and their inline
+    /// values with them, which is fine: nothing keeps a pointer into a
+    /// node across a call that can claim a slot, and a value is never
+    /// pinned (a value that must not move is kept out of line). glibc grows large arrays with `mremap`, so the peak stays
     /// the live size.
     nodes: Vec<Node>,
     /// Head of the free list (through `Node::next`), or NIL.

@@ -203,15 +203,7 @@ impl Slots {
         let n = self.node_mut(slot);
         // Pop the free list (for a fresh node this keeps it empty).
         let next = n.next;
-        n.gen = n.gen.wrapping_add(1);
-        n.flags = flags | flag::INLINE;
-        n.parent = NIL;
-        n.child = NIL;
-        n.prev = NIL;
-        n.next = NIL;
-        n.len = 0;
-        n.rare = NIL;
-        n.desc = desc;
+        n.occupy(desc, flags, NIL, NIL);
         self.free = next;
         slot
     }
@@ -228,18 +220,7 @@ impl Slots {
         let (desc, len, flags) = (n.desc, n.len, n.flags);
         // Vacate first, so the heap is consistent even if the drop panics.
         // The payload is left as it is: `release_value` still reads it.
-        n.gen = n.gen.wrapping_add(1);
-        n.flags = 0;
-        n.parent = NIL;
-        n.child = NIL;
-        n.prev = NIL;
-        n.len = 0;
-        n.rare = NIL;
-        // A generation about to wrap retires the slot for good: a handle
-        // from its first life must never match again.
-        let reuse = n.gen < u32::MAX - 1;
-        n.next = if reuse { free } else { NIL };
-        if reuse {
+        if n.vacate(free) {
             self.free = slot;
         } else {
             self.retired += 1;
