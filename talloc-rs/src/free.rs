@@ -5,7 +5,7 @@ use std::any::Any;
 
 use crate::heap::{DestructorResult, Refused};
 use crate::ptr::Key;
-use crate::storage::{flag, NIL};
+use crate::storage::{flag, Flags, NIL};
 use crate::{AnyPtr, Error, Ptr, Talloc};
 
 /// One object whose children are being freed.
@@ -52,8 +52,10 @@ fn drop_rare(rare: Option<crate::heap::Rare>, panic: &mut Panic) {
 }
 
 /// Flags of an object that can be released without any side-table work:
-/// nothing rare, not a pool, not being freed.
-const PLAIN: u32 = flag::INLINE | flag::NOT_SEND | flag::IN_POOL | flag::CONTEXT;
+/// nothing rare, not a pool, not being freed (its value may need a drop,
+/// which `release` runs).
+const PLAIN: Flags =
+    flag::INLINE | flag::NOT_SEND | flag::IN_POOL | flag::CONTEXT | flag::NEEDS_DROP;
 
 impl Talloc {
     /// Frees an object and its whole subtree (`talloc_free`).

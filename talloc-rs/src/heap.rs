@@ -6,7 +6,7 @@ use std::ops::{Index, IndexMut};
 
 use crate::error::AllocError;
 use crate::ptr::Key;
-use crate::storage::{flag, marker_desc, Object, Slots, HEAP_IDS, NIL};
+use crate::storage::{flag, marker_desc, Flags, Object, Slots, HEAP_IDS, NIL};
 use crate::{AnyPtr, Error, IntoParent, Ptr};
 
 /// What a destructor decides: `Ok(())` lets the free go on, `Err(Refused)`
@@ -420,7 +420,7 @@ impl Talloc {
         if self.slots.node(slot).has(flag::IN_POOL) {
             return Ok(());
         }
-        let size = self.slots.node(slot).own_size();
+        let size = self.slots.own_size(slot);
         self.charge(parent, size)
     }
 
@@ -439,7 +439,7 @@ impl Talloc {
         &mut self,
         parent: Option<AnyPtr>,
         value: T,
-        flags: u32,
+        flags: Flags,
     ) -> Result<Ptr<T>, AllocError<T>> {
         let (parent, pool) = match self.home(parent) {
             Ok(home) => home,
@@ -695,7 +695,7 @@ impl Talloc {
     /// ```
     pub fn str_append(&mut self, s: Ptr<str>, tail: &str) -> Result<(), Error> {
         let slot = self.slot(s.key)?;
-        let new_size = self.slots.node(slot).own_size().saturating_add(tail.len());
+        let new_size = self.slots.own_size(slot).saturating_add(tail.len());
         self.resize_checked(slot, new_size, |heap| heap.slots.str_append(slot, tail))
     }
 
@@ -773,14 +773,18 @@ impl Talloc {
         if n.has(flag::FREEING) {
             return Err(Error::BeingFreed);
         }
-        if n.desc.kind == crate::storage::Kind::Value {
+        if self.slots.desc(slot).kind == crate::storage::Kind::Value {
             return Err(Error::NotResizable);
         }
         // A pool member that still fits in its pool (its own bytes, the
         // pool's end, or a new range) stays there, as in C; only one that
         // leaves the pool goes onto the limits' books.
         let in_pool = n.has(flag::IN_POOL);
-        let before = if in_pool { 0 } else { n.own_size() };
+        let before = if in_pool {
+            0
+        } else {
+            self.slots.own_size(slot)
+        };
         let stays = self.slots.stays_in_pool(slot, new_size);
         let charged_after = if stays { 0 } else { new_size };
         if self.limits > 0 && charged_after > before {
@@ -920,7 +924,7 @@ impl Talloc {
         if !n.has(flag::POOL) {
             return Err(Error::WrongType {
                 expected: std::any::type_name::<Pool>(),
-                actual: (n.desc.type_name)(),
+                actual: (self.slots.desc(slot).type_name)(),
             });
         }
         let region = n.pool_region().expect("pool nodes have a region");
@@ -1015,7 +1019,7 @@ impl Talloc {
     /// ```
     pub fn downcast<T: Object + ?Sized>(&self, p: AnyPtr) -> Result<Ptr<T>, Error> {
         let slot = self.slot(p.key)?;
-        let desc = self.slots.node(slot).desc;
+        let desc = self.slots.desc(slot);
         if (desc.type_id)() != std::any::TypeId::of::<T>() {
             return Err(Error::WrongType {
                 expected: std::any::type_name::<T>(),
@@ -1056,7 +1060,7 @@ impl Talloc {
     /// ```
     pub fn type_name(&self, p: impl Into<AnyPtr>) -> Result<&'static str, Error> {
         let slot = self.slot(p.into().key)?;
-        Ok((self.slots.node(slot).desc.type_name)())
+        Ok((self.slots.desc(slot).type_name)())
     }
 
     /// Whether the object's value was allocated as `Send` (with

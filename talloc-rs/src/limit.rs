@@ -89,7 +89,7 @@ impl Talloc {
                     total += size;
                 }
             } else if !n.has(flag::IN_POOL) {
-                total += n.own_size();
+                total += self.slots.own_size(s);
             }
             true
         });

@@ -76,13 +76,13 @@ impl Talloc {
             NAME_CHUNK_NAME
         } else if n.has(flag::CONTEXT) {
             "talloc_new"
-        } else if n.has(flag::POOL) && n.desc.elem_size == 0 {
+        } else if n.has(flag::POOL) && self.slots.desc(slot).elem_size == 0 {
             "talloc_pool"
         } else if let Some(text) = self.str_value(slot) {
             // As C's talloc_strdup: a string is named by its text.
             text
         } else {
-            short_type_name((n.desc.type_name)())
+            short_type_name((self.slots.desc(slot).type_name)())
         }
     }
 
@@ -218,7 +218,7 @@ impl Talloc {
         let want = TypeId::of::<T>();
         while slot != NIL {
             let n = self.slots.node(slot);
-            if (n.desc.type_id)() == want {
+            if (self.slots.desc(slot).type_id)() == want {
                 return Ok(Some(Ptr::from_key(self.key(slot))));
             }
             slot = n.parent;

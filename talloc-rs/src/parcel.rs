@@ -6,7 +6,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use crate::heap::Name;
-use crate::storage::{flag, Detached, NIL};
+use crate::storage::{flag, Detached, Flags, NIL};
 use crate::{AnyPtr, Error, IntoParent, Ptr, Talloc};
 
 /// Which transfer rule an object broke.
@@ -93,7 +93,7 @@ struct Entry {
     value: Detached,
     /// Index of the parent entry; NIL for the root.
     parent: u32,
-    flags: u32,
+    flags: Flags,
     name: Option<ParcelName>,
     /// For a reference handle: the entry it points at.
     target: Option<u32>,
@@ -511,7 +511,12 @@ impl Talloc {
             Ok(d) => d,
             Err(error) => return Err(AttachError { error, parcel }),
         };
-        if parcel.entries.len() > self.slots.vacancies() as usize {
+        if parcel.entries.len() > self.slots.vacancies() as usize
+            || self
+                .slots
+                .admit_types(parcel.entries.iter().map(|e| &e.value))
+                .is_err()
+        {
             return Err(AttachError {
                 error: Error::HeapFull,
                 parcel,

@@ -106,7 +106,7 @@ impl Talloc {
     /// ```
     pub fn size(&self, p: impl Into<AnyPtr>) -> Result<usize, Error> {
         let slot = self.slot(p.into().key)?;
-        Ok(self.slots.node(slot).own_size())
+        Ok(self.slots.own_size(slot))
     }
 
     /// Number of elements of an array (`talloc_array_length`), or 1 for a
@@ -121,7 +121,7 @@ impl Talloc {
     pub fn len(&self, p: impl Into<AnyPtr>) -> Result<usize, Error> {
         let slot = self.slot(p.into().key)?;
         let n = self.slots.node(slot);
-        Ok(match n.desc.kind {
+        Ok(match self.slots.desc(slot).kind {
             crate::storage::Kind::Str => n.len as usize - 1,
             _ => n.len as usize,
         })
@@ -142,7 +142,7 @@ impl Talloc {
         let slot = self.slot(p.into().key)?;
         let mut total = 0;
         self.walk(slot, |n, _| {
-            total += self.slots.node(n).own_size();
+            total += self.slots.own_size(n);
             true
         });
         Ok(total)

@@ -225,7 +225,7 @@ impl Talloc {
             let _ = writeln!(
                 out,
                 "    n{slot} [label=\"{label}\\n{} bytes\"];",
-                n.own_size()
+                self.slots.own_size(slot)
             );
             if slot != root && n.parent != NIL {
                 let _ = writeln!(out, "    n{} -> n{slot};", n.parent);

@@ -207,6 +207,9 @@ impl Talloc {
             if n.has(flag::LIMIT) != rare.is_some_and(|r| r.limit.is_some()) {
                 return flag_err("LIMIT");
             }
+            if n.has(flag::NEEDS_DROP) != self.slots.desc(slot).needs_drop {
+                return flag_err("NEEDS_DROP");
+            }
             if let Some(r) = rare {
                 for &h in &r.refs {
                     let ok = live(h)

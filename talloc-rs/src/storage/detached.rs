@@ -106,7 +106,7 @@ impl Slots {
     pub(crate) fn detach_value(&mut self, slot: u32) -> Detached {
         let n = self.node(slot);
         debug_assert!(n.pool_region().is_none(), "pool members are never detached");
-        let (desc, len) = (n.desc, n.len);
+        let (desc, len) = (self.desc(slot), n.len);
         let store = if n.has(flag::INLINE) {
             // SAFETY: reading the inline bytes of a live inline node: they
             // hold the value (invariant 1); after the copy the slot is
@@ -128,12 +128,30 @@ impl Slots {
         Detached { desc, len, store }
     }
 
+    /// Registers the types of detached values about to be attached, so
+    /// that attaching them cannot fail half way: `Full` if the heap's type
+    /// table cannot take them all (some may have been registered, which
+    /// changes nothing a user can see).
+    pub(crate) fn admit_types<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = &'a Detached>,
+    ) -> Result<(), StoreError> {
+        for d in values {
+            self.type_of(d.desc)?;
+        }
+        Ok(())
+    }
+
     /// Makes a new unlinked node holding a detached value. The caller has
-    /// checked that there are enough [`vacancies`](Self::vacancies).
-    pub(crate) fn attach_value(&mut self, d: Detached, flags: u32) -> u32 {
+    /// checked that there are enough [`vacancies`](Self::vacancies) and
+    /// [admitted](Self::admit_types) its type.
+    pub(crate) fn attach_value(&mut self, d: Detached, flags: Flags) -> u32 {
         debug_assert!(self.vacancy().is_ok());
         let d = mem::ManuallyDrop::new(d);
-        let slot = self.claim(d.desc, flags);
+        let ty = self
+            .type_of(d.desc)
+            .expect("the caller admitted the type, and types stay registered");
+        let slot = self.claim(ty, flags);
         let n = self.node_mut(slot);
         n.len = d.len;
         match d.store {

@@ -20,7 +20,7 @@ use crate::ptr::Key;
 
 /// The flags a plain leaf may have: freeing it runs nothing, and it needs
 /// no bookkeeping beyond its links and its storage.
-const LEAF: u32 = flag::INLINE | flag::NOT_SEND | flag::IN_POOL | flag::CONTEXT;
+const LEAF: Flags = flag::INLINE | flag::NOT_SEND | flag::IN_POOL | flag::CONTEXT;
 
 impl Slots {
     /// Claims a vacant slot off the free list as the newest child of the
@@ -35,8 +35,8 @@ impl Slots {
         &mut self,
         parent: u32,
         top: &mut u32,
-        desc: &'static TypeDesc,
-        flags: u32,
+        ty: TypeRef,
+        flags: Flags,
         len: u32,
     ) -> Option<(u32, &mut Node)> {
         let slot = self.free;
@@ -48,7 +48,7 @@ impl Slots {
         let n = &mut nodes[slot as usize];
         self.free = n.next;
         self.live += 1;
-        n.occupy(desc, flags, parent, head);
+        n.occupy(ty, flags, parent, head);
         n.len = len;
         Some((slot, n))
     }
@@ -68,8 +68,7 @@ impl Slots {
         if len > INLINE_BYTES {
             return None;
         }
-        let desc = <[u8] as Object>::desc();
-        let (slot, n) = self.claim_leaf(parent, top, desc, 0, len as u32)?;
+        let (slot, n) = self.claim_leaf(parent, top, types::BYTES, 0, len as u32)?;
         // A fixed-size store of the whole inline area, no `memset` call.
         n.payload.inline = InlineBytes::ZERO;
         let gen = n.gen;
@@ -85,13 +84,18 @@ impl Slots {
         parent: u32,
         top: &mut u32,
         value: T,
-        flags: u32,
+        flags: Flags,
     ) -> Result<Key, T> {
         if mem::size_of::<T>() > INLINE_BYTES || mem::align_of::<T>() > 8 {
             return Err(value);
         }
-        let desc = <T as Object>::desc();
-        let Some((slot, n)) = self.claim_leaf(parent, top, desc, flags, 1) else {
+        if self.free == NIL {
+            return Err(value);
+        }
+        let Ok(ty) = self.type_of(<T as Object>::desc()) else {
+            return Err(value);
+        };
+        let Some((slot, n)) = self.claim_leaf(parent, top, ty, flags, 1) else {
             return Err(value);
         };
         // SAFETY: the inline area holds any value of at most INLINE_BYTES
@@ -132,8 +136,7 @@ impl Slots {
         // From here on nothing can fail: the free list is not empty.
         r.end = off + cap;
         r.count += 1;
-        let desc = <[u8] as Object>::desc();
-        let (slot, n) = self.claim_leaf(parent, top, desc, flag::IN_POOL, len as u32)?;
+        let (slot, n) = self.claim_leaf(parent, top, types::BYTES, flag::IN_POOL, len as u32)?;
         n.flags &= !flag::INLINE;
         n.payload.out = OutOfLine {
             ptr,
@@ -159,11 +162,9 @@ impl Slots {
             return false;
         };
         let flags = n.flags;
-        if n.child != NIL
-            || flags & !LEAF != 0
-            || flags & (flag::INLINE | flag::IN_POOL) == 0
-            || n.desc.needs_drop
-        {
+        // `LEAF` leaves out `NEEDS_DROP`: a value with a `Drop` goes the
+        // general way.
+        if n.child != NIL || flags & !LEAF != 0 || flags & (flag::INLINE | flag::IN_POOL) == 0 {
             return false;
         }
         debug_assert!(n.rare == NIL, "a node without RARE has no entry");

@@ -15,11 +15,14 @@ impl Slots {
     pub(crate) fn insert<T: 'static>(
         &mut self,
         value: T,
-        flags: u32,
+        flags: Flags,
         pool: Option<u32>,
     ) -> Result<u32, (StoreError, T)> {
         let desc = <T as Object>::desc();
-        let data = match self.reserve(desc, 1, pool, flags) {
+        let data = match self
+            .type_of(desc)
+            .and_then(|ty| self.reserve(desc, ty, 1, pool, flags))
+        {
             Ok(data) => data,
             Err(e) => return Err((e, value)),
         };
@@ -34,13 +37,14 @@ impl Slots {
     pub(crate) fn insert_slice<T: 'static>(
         &mut self,
         len: usize,
-        flags: u32,
+        flags: Flags,
         pool: Option<u32>,
         mut fill: impl FnMut(usize) -> T,
     ) -> Result<u32, StoreError> {
         let desc = <[T] as Object>::desc();
         let len32 = u32::try_from(len).map_err(|_| StoreError::TooLarge)?;
-        let (slot, _) = self.reserve(desc, len, pool, flags)?;
+        let ty = self.type_of(desc)?;
+        let (slot, _) = self.reserve(desc, ty, len, pool, flags)?;
         // Both the element pointer and the length come from one borrow of
         // the node: a fresh `&mut Node` would invalidate an inline pointer.
         let n = self.node_mut(slot);
@@ -82,7 +86,7 @@ impl Slots {
         pool: Option<u32>,
     ) -> Result<u32, StoreError> {
         let len32 = u32::try_from(len).map_err(|_| StoreError::TooLarge)?;
-        let (slot, data) = self.reserve(<[u8] as Object>::desc(), len, pool, 0)?;
+        let (slot, data) = self.reserve(<[u8] as Object>::desc(), types::BYTES, len, pool, 0)?;
         let n = self.node_mut(slot);
         if n.has(flag::INLINE) {
             // Zero the whole inline area: a fixed-size store, no `memset` call.
@@ -99,12 +103,12 @@ impl Slots {
     pub(crate) fn insert_str(
         &mut self,
         s: &str,
-        flags: u32,
+        flags: Flags,
         pool: Option<u32>,
     ) -> Result<u32, StoreError> {
         let len = s.len().checked_add(1).ok_or(StoreError::TooLarge)?;
         let len32 = u32::try_from(len).map_err(|_| StoreError::TooLarge)?;
-        let (slot, data) = self.reserve(&STR_DESC, len, pool, flags)?;
+        let (slot, data) = self.reserve(&STR_DESC, types::STR, len, pool, flags)?;
         // SAFETY: `reserve` returned room for `len = s.len() + 1` bytes.
         unsafe {
             ptr::copy_nonoverlapping(s.as_ptr(), data, s.len());
@@ -120,11 +124,12 @@ impl Slots {
     pub(crate) fn insert_marker(
         &mut self,
         desc: &'static TypeDesc,
-        flags: u32,
+        flags: Flags,
         pool: Option<u32>,
     ) -> Result<u32, StoreError> {
         self.vacancy()?;
-        let slot = self.claim(desc, flags);
+        let ty = self.type_of(desc)?;
+        let slot = self.claim(ty, flags);
         self.node_mut(slot).len = 1;
         if let Some(r) =
             pool.and_then(|p| self.regions.get_mut(p as usize)?.as_mut().map(|r| (p, r)))
@@ -145,15 +150,16 @@ impl Slots {
         Ok(slot)
     }
 
-    /// Claims a slot and room for `len` elements; returns the slot and where
-    /// the elements go.
+    /// Claims a slot and room for `len` elements of `desc`, stored as `ty`;
+    /// returns the slot and where the elements go.
     #[inline(always)]
     pub(super) fn reserve(
         &mut self,
         desc: &'static TypeDesc,
+        ty: TypeRef,
         len: usize,
         pool: Option<u32>,
-        flags: u32,
+        flags: Flags,
     ) -> Result<(u32, *mut u8), StoreError> {
         self.vacancy()?;
         // The common cases first, inlined: a small value outside pools, or
@@ -162,12 +168,12 @@ impl Slots {
             if let Some(size) = desc.elem_size.checked_mul(len) {
                 match pool {
                     None if size <= INLINE_BYTES => {
-                        let slot = self.claim(desc, flags);
+                        let slot = self.claim(ty, flags);
                         let data = self.node_mut(slot).data_mut();
                         return Ok((slot, data));
                     }
                     Some(region) if size <= u32::MAX as usize => {
-                        if let Some(found) = self.reserve_in_pool(desc, size, region, flags) {
+                        if let Some(found) = self.reserve_in_pool(ty, size, region, flags) {
                             return Ok(found);
                         }
                     }
@@ -175,7 +181,7 @@ impl Slots {
                 }
             }
         }
-        self.reserve_slow(desc, len, pool, flags)
+        self.reserve_slow(desc, ty, len, pool, flags)
     }
 
     /// [`reserve`](Self::reserve) for pools and values that do not fit inline.
@@ -183,19 +189,20 @@ impl Slots {
     pub(super) fn reserve_slow(
         &mut self,
         desc: &'static TypeDesc,
+        ty: TypeRef,
         len: usize,
         pool: Option<u32>,
-        flags: u32,
+        flags: Flags,
     ) -> Result<(u32, *mut u8), StoreError> {
         let lay = layout(desc, len)?;
         if lay.size() <= INLINE_BYTES && lay.align() <= 8 && pool.is_none() {
-            let slot = self.claim(desc, flags);
+            let slot = self.claim(ty, flags);
             let data = self.node_mut(slot).data_mut();
             return Ok((slot, data));
         }
         if let Some(region) = pool {
             if let Some((off, cap)) = self.carve(region, lay) {
-                let slot = self.claim(desc, flags | flag::IN_POOL);
+                let slot = self.claim(ty, flags | flag::IN_POOL);
                 let r = self.regions[region as usize].as_mut().expect("live region");
                 r.count += 1;
                 // SAFETY: `carve` returned an offset with `lay.size()` bytes
@@ -213,13 +220,13 @@ impl Slots {
             if lay.size() <= INLINE_BYTES && lay.align() <= 8 {
                 // Did not fit in the pool: an ordinary inline value, as C
                 // falls back to malloc.
-                let slot = self.claim(desc, flags);
+                let slot = self.claim(ty, flags);
                 let data = self.node_mut(slot).data_mut();
                 return Ok((slot, data));
             }
         }
         let p = alloc_bytes(lay)?;
-        let slot = self.claim(desc, flags);
+        let slot = self.claim(ty, flags);
         let n = self.node_mut(slot);
         n.flags &= !flag::INLINE;
         n.payload.out = OutOfLine {
@@ -240,8 +247,10 @@ impl Slots {
         new_len: usize,
         fill: impl FnMut(usize) -> T,
     ) -> Result<Option<u32>, StoreError> {
-        let n = self.node(slot);
-        if !n.is_live() || n.desc.kind != Kind::Slice || !self.holds::<[T]>(slot) {
+        if !self.node(slot).is_live()
+            || self.desc(slot).kind != Kind::Slice
+            || !self.holds::<[T]>(slot)
+        {
             return Err(StoreError::WrongKind);
         }
         // SAFETY: the node is live and holds a `[T]`, checked just above.
@@ -259,7 +268,7 @@ impl Slots {
         new_len: usize,
         mut fill: impl FnMut(usize) -> T,
     ) -> Result<Option<u32>, StoreError> {
-        let desc = self.node(slot).desc;
+        let desc = self.desc(slot);
         let old_len = self.node(slot).len as usize;
         let new_len32 = u32::try_from(new_len).map_err(|_| StoreError::TooLarge)?;
         let new_lay = layout(desc, new_len)?;
@@ -353,8 +362,7 @@ impl Slots {
 
     /// Appends bytes to a live string node (before its NUL).
     pub(crate) fn str_append(&mut self, slot: u32, extra: &str) -> Result<Option<u32>, StoreError> {
-        let n = self.node(slot);
-        if !n.is_live() || n.desc.kind != Kind::Str {
+        if !self.node(slot).is_live() || self.desc(slot).kind != Kind::Str {
             return Err(StoreError::WrongKind);
         }
         let old_len = self.node(slot).len as usize; // includes the NUL

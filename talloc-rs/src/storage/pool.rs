@@ -55,10 +55,10 @@ impl Slots {
     #[inline(always)]
     pub(super) fn reserve_in_pool(
         &mut self,
-        desc: &'static TypeDesc,
+        ty: TypeRef,
         size: usize,
         region: u32,
-        flags: u32,
+        flags: Flags,
     ) -> Option<(u32, *mut u8)> {
         let r = self.regions.get_mut(region as usize)?.as_mut()?;
         // Regions are 16-aligned, so aligning the offset to 8 aligns the
@@ -73,7 +73,7 @@ impl Slots {
         // SAFETY: `off + size <= r.size`: the range lies inside the region's
         // allocation.
         let p = unsafe { NonNull::new_unchecked(r.mem.as_ptr().add(off)) };
-        let slot = self.claim(desc, flags | flag::IN_POOL);
+        let slot = self.claim(ty, flags | flag::IN_POOL);
         let n = self.node_mut(slot);
         n.flags &= !flag::INLINE;
         n.payload.out = OutOfLine {
@@ -139,14 +139,18 @@ impl Slots {
     pub(crate) fn insert_pooled<T: 'static>(
         &mut self,
         value: T,
-        flags: u32,
+        flags: Flags,
         extra: usize,
     ) -> Result<u32, (StoreError, T)> {
+        let desc = <T as Object>::desc();
+        let ty = match self.type_of(desc) {
+            Ok(ty) => ty,
+            Err(e) => return Err((e, value)),
+        };
         let region = match self.pooled_region::<T>(extra) {
             Ok(region) => region,
             Err(e) => return Err((e, value)),
         };
-        let desc = <T as Object>::desc();
         let lay = layout(desc, 1).expect("checked by pooled_region");
         let (off, _) = self.carve(region, lay).expect("region sized for the body");
         let r = self.regions[region as usize].as_mut().expect("live region");
@@ -156,7 +160,7 @@ impl Slots {
         // SAFETY: `p` is aligned for `T` (regions are 16-aligned, align <= 16)
         // and has room for one `T`.
         unsafe { p.as_ptr().cast::<T>().write(value) };
-        let slot = self.claim(desc, flags | flag::POOL);
+        let slot = self.claim(ty, flags | flag::POOL);
         let n = self.node_mut(slot);
         n.flags &= !flag::INLINE;
         n.len = 1;
@@ -241,7 +245,7 @@ impl Slots {
         // SAFETY: IN_POOL nodes store `out` (set by `reserve`).
         let out = unsafe { n.payload.out };
         let r = self.regions.get(out.pool as usize)?.as_ref()?;
-        let lay = Layout::from_size_align(new_size, n.desc.elem_align).ok()?;
+        let lay = Layout::from_size_align(new_size, self.desc(slot).elem_align).ok()?;
         let off = out.ptr.as_ptr() as usize - r.mem.as_ptr() as usize;
         if r.members() == 1 {
             if let Some(start) = r.fit_from(r.base, lay) {

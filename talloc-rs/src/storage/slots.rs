@@ -18,6 +18,7 @@ impl Slots {
             nodes: Vec::new(),
             free: NIL,
             live: 0,
+            types: Types::new(),
             regions: Vec::new(),
             free_regions: Vec::new(),
         }
@@ -130,7 +131,25 @@ impl Slots {
 
     /// Whether a live node's stored type is `T`.
     pub(crate) fn holds<T: Object + ?Sized>(&self, slot: u32) -> bool {
-        (self.node(slot).desc.type_id)() == TypeId::of::<T>()
+        (self.desc(slot).type_id)() == TypeId::of::<T>()
+    }
+
+    /// The descriptor of the type a node stores.
+    #[inline(always)]
+    pub(crate) fn desc(&self, slot: u32) -> &'static TypeDesc {
+        self.types.desc(self.node(slot).ty)
+    }
+
+    /// The own size of a live node's object, as `talloc_get_size` counts
+    /// it.
+    pub(crate) fn own_size(&self, slot: u32) -> usize {
+        self.desc(slot).own_size(self.node(slot).len)
+    }
+
+    /// The type a value described by `desc` is stored as (see [`Types`]).
+    #[inline(always)]
+    pub(super) fn type_of(&mut self, desc: &'static TypeDesc) -> Result<TypeRef, StoreError> {
+        self.types.of(desc)
     }
 
     /// Lowers the number of slots the heap may hand out, so that tests can
@@ -191,7 +210,7 @@ impl Slots {
     /// yet (`len` 0, inline): the caller stores the value next. The caller
     /// has checked [`vacancy`](Self::vacancy) before changing anything.
     #[inline(always)]
-    pub(super) fn claim(&mut self, desc: &'static TypeDesc, flags: u32) -> u32 {
+    pub(super) fn claim(&mut self, ty: TypeRef, flags: Flags) -> u32 {
         let slot = if self.free != NIL {
             self.free
         } else {
@@ -203,7 +222,7 @@ impl Slots {
         let n = self.node_mut(slot);
         // Pop the free list (for a fresh node this keeps it empty).
         let next = n.next;
-        n.occupy(desc, flags, NIL, NIL);
+        n.occupy(ty, flags, NIL, NIL);
         self.free = next;
         slot
     }
@@ -217,7 +236,7 @@ impl Slots {
         let free = self.free;
         self.live -= 1;
         let n = self.node_mut(slot);
-        let (desc, len, flags) = (n.desc, n.len, n.flags);
+        let (ty, len, flags) = (n.ty, n.len, n.flags);
         // Vacate first, so the heap is consistent even if the drop panics.
         // The payload is left as it is: `release_value` still reads it.
         if n.vacate(free) {
@@ -225,7 +244,7 @@ impl Slots {
         } else {
             self.retired += 1;
         }
-        if !desc.needs_drop {
+        if flags & flag::NEEDS_DROP == 0 {
             if flags & flag::INLINE != 0 {
                 return None;
             }
@@ -234,6 +253,7 @@ impl Slots {
                 return None;
             }
         }
+        let desc = self.types.desc(ty);
         self.release_value(slot, desc, len as usize, flags)
     }
 
@@ -245,7 +265,7 @@ impl Slots {
         slot: u32,
         desc: &'static TypeDesc,
         len: usize,
-        flags: u32,
+        flags: Flags,
     ) -> Option<Box<dyn std::any::Any + Send>> {
         // The pointer comes from a unique borrow: the drop writes through it.
         let n = self.node_mut(slot);
@@ -313,10 +333,10 @@ impl Slots {
     /// The text of a live string node (without its NUL), or `None` for any
     /// other kind of node.
     pub(crate) fn str_text(&self, slot: u32) -> Option<&str> {
-        let n = self.node(slot);
-        if n.desc.kind != Kind::Str {
+        if self.desc(slot).kind != Kind::Str {
             return None;
         }
+        let n = self.node(slot);
         // SAFETY: string nodes hold valid UTF-8 plus a NUL (invariant 1 and
         // `Object for str`), borrowed with `&self`.
         Some(unsafe { &*<str as Object>::from_raw(n.data(), n.len) })

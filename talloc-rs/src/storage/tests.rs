@@ -1,5 +1,6 @@
 //! Unit tests of the storage layer.
 
+use std::any::TypeId;
 use std::mem;
 
 use super::detached::DetachedStore;
@@ -12,9 +13,60 @@ fn fresh() -> Slots {
 
 #[test]
 fn node_is_compact() {
-    // Links, flags, generation, length, rare index (32 bytes), the type
-    // descriptor (8) and 32 bytes of inline value.
-    assert_eq!(mem::size_of::<Node>(), 72);
+    // Generation, links, length, rare index (28 bytes), type index and
+    // flags (4) and 32 bytes of inline value: one cache line's worth.
+    assert_eq!(mem::size_of::<Node>(), 64);
+}
+
+#[test]
+fn a_full_type_table_is_an_error_that_changes_nothing() {
+    let mut heap = Talloc::new();
+    let root = heap.alloc(None, 1u8).unwrap();
+    heap.slots.types.set_capacity(0);
+    // Types already stored go on being stored, by any path, and bytes and
+    // strings always can be.
+    heap.alloc(root, 2u8).unwrap();
+    heap.alloc(None, 3u8).unwrap();
+    heap.alloc_str(root, "x").unwrap();
+    heap.alloc_zeroed(root, 8).unwrap();
+    // A type the table cannot take is refused, the value handed back.
+    let e = heap.alloc(root, 4u16).unwrap_err();
+    assert_eq!((e.error, e.value), (Error::HeapFull, 4u16));
+    assert_eq!(
+        heap.alloc_array_with(root, 2, |i| i as u32).map(|_| ()),
+        Err(Error::HeapFull)
+    );
+    assert_eq!(heap.live_objects(), 5);
+    assert_eq!(heap.verify(), Ok(()));
+
+    // A parcel of a new type is handed back whole.
+    let mut other = Talloc::new();
+    let a = other.alloc(None, String::from("a")).unwrap();
+    let parcel = other.detach(a).unwrap();
+    let back = heap.attach(root, parcel).unwrap_err();
+    assert_eq!(back.error, Error::HeapFull);
+    assert_eq!(heap.live_objects(), 5);
+    let a = other
+        .attach(None, back.parcel)
+        .map_err(|e| e.error)
+        .unwrap();
+    assert_eq!(other[a], "a");
+    assert_eq!(heap.verify(), Ok(()));
+}
+
+#[test]
+fn a_node_knows_from_its_flags_whether_its_value_needs_a_drop() {
+    let mut s = fresh();
+    let plain = s.insert(1u64, 0, None).unwrap();
+    let owned = s.insert(String::from("x"), 0, None).unwrap();
+    assert!(!s.node(plain).has(flag::NEEDS_DROP));
+    assert!(s.node(owned).has(flag::NEEDS_DROP));
+    assert_eq!((s.desc(owned).type_id)(), TypeId::of::<String>());
+    // A slot keeps no flag of its last life.
+    let _ = s.release(owned);
+    let again = s.insert(2u64, 0, None).unwrap();
+    assert_eq!(again, owned);
+    assert!(!s.node(again).has(flag::NEEDS_DROP));
 }
 
 #[test]
