@@ -393,7 +393,15 @@ impl Talloc {
                 // dropped with it).
                 let next = n.next;
                 self.set_first_child(parent, next);
-                self.release(c, panic);
+                // Its rare entry held only the destructor, taken out above:
+                // given back here, without the general release's checks.
+                if self.drop_empty_rare(c) {
+                    if let Some(p) = self.slots.release(c) {
+                        keep_first(panic, p);
+                    }
+                } else {
+                    self.release(c, panic);
+                }
                 drop(d);
                 return Ok(next);
             }
