@@ -690,7 +690,8 @@ impl Model {
             }
             Op::Free(x) | Op::FreeChildren(x) | Op::ClearDestructor(x) | Op::SetNameConst(x) => x,
             Op::Steal(_, x) | Op::Reparent(_, _, x) | Op::Reference(_, x) | Op::Unlink(_, x) => x,
-            Op::SetDestructor(x, _) | Op::SetName(x, _) | Op::Resize(x, _) => x,
+            Op::SetDestructor(x, _) | Op::SetDestructorFn(x, _) => x,
+            Op::SetName(x, _) | Op::Resize(x, _) => x,
             Op::SetMemlimit(x, _) | Op::Transfer(x, _) | Op::Take(x) => x,
         };
         let Some(x) = self.pick(*object) else {
@@ -699,7 +700,11 @@ impl Model {
         self.live(x)?;
         let typed = matches!(
             op,
-            Op::Reparent(..) | Op::Reference(..) | Op::SetDestructor(..) | Op::Take(..)
+            Op::Reparent(..)
+                | Op::Reference(..)
+                | Op::SetDestructor(..)
+                | Op::SetDestructorFn(..)
+                | Op::Take(..)
         );
         if typed && self.is_ref(x) {
             return Ok(Applied::Skipped);
@@ -747,7 +752,9 @@ impl Model {
                 }
                 self.unlink_from(ctx, x)?
             }
-            Op::SetDestructor(_, refuses) => self.m(x).destructor = Some(*refuses),
+            Op::SetDestructor(_, refuses) | Op::SetDestructorFn(_, refuses) => {
+                self.m(x).destructor = Some(*refuses)
+            }
             Op::ClearDestructor(_) => self.m(x).destructor = None,
             Op::SetName(_, name) => {
                 let chunk = self.alloc(Some(x), &New::Str(name.clone()))?;

@@ -191,8 +191,8 @@ fn talloc_steal(heap: &mut Talloc, n: u64) -> Res<Timed> {
 
 /// Calls of [`count_destructor`]. C increments a plain global `uint64_t`;
 /// a relaxed load and store of an atomic is the same instructions (no
-/// locked read-modify-write), and the destructor stays a zero-sized `fn`
-/// (no closure allocation per object), like C's function pointer.
+/// locked read-modify-write). The destructor is a plain function, set with
+/// `set_destructor_fn` as C passes a function pointer.
 static DESTRUCTOR_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn count_destructor(_heap: &mut Talloc, _p: Ptr<[u8]>) -> DestructorResult {
@@ -209,7 +209,7 @@ fn talloc_destructor_free(heap: &mut Talloc, n: u64) -> Res<Timed> {
     let ((), ns) = timed(|| {
         for _ in 0..n {
             let c = heap.alloc_zeroed(parent, 32)?;
-            heap.set_destructor(c, count_destructor)?;
+            heap.set_destructor_fn(c, count_destructor)?;
         }
         heap.free(parent)?;
         Ok(())

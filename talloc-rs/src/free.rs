@@ -3,10 +3,11 @@
 
 use std::any::Any;
 
+use crate::destructor::Destructor;
 use crate::heap::{DestructorResult, Refused};
 use crate::ptr::Key;
 use crate::storage::{flag, Flags, NIL};
-use crate::{AnyPtr, Error, Ptr, Talloc};
+use crate::{AnyPtr, Error, Talloc};
 
 /// One object whose children are being freed.
 struct Frame {
@@ -391,11 +392,13 @@ impl Talloc {
                 // Still the first child, with nothing new: unlink it as the
                 // head and release it (a destructor it set for itself is
                 // dropped with it).
-                let next = n.next;
+                let (next, rare) = (n.next, n.has(flag::RARE));
                 self.set_first_child(parent, next);
-                // Its rare entry held only the destructor, taken out above:
-                // given back here, without the general release's checks.
-                if self.drop_empty_rare(c) {
+                // Its destructor was a function, which needs nothing given
+                // back, or its rare entry held only the destructor, taken
+                // out above: either way released here, without the general
+                // release's checks.
+                if !rare || self.drop_empty_rare(c) {
                     if let Some(p) = self.slots.release(c) {
                         keep_first(panic, p);
                     }
@@ -511,18 +514,30 @@ impl Talloc {
     }
 
     /// Takes an object's destructor out and calls it, marked as running;
-    /// gives it back with its verdict, `None` if there was none.
-    #[inline]
+    /// gives it back with its verdict, `None` if there was none. Inlined
+    /// into the free loop: out of line, its prologue cost a tenth of a
+    /// destructor free.
+    #[inline(always)]
     fn call_destructor(
         &mut self,
         slot: u32,
         key: Key,
         panic: &mut Panic,
-    ) -> Option<(crate::heap::Destructor, DestructorResult)> {
+    ) -> Option<(Destructor, DestructorResult)> {
         let mut d = self.take_destructor(slot)?;
         self.slots.node_mut(slot).flags |= flag::IN_DESTRUCTOR;
         let me = AnyPtr { key };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d(self, me)));
+        // One unwinding guard per kind, each around a single call, so that
+        // both stay inline.
+        let r = match &mut d {
+            Destructor::Closure(f) => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self, me)))
+            }
+            Destructor::Function(i) => {
+                let f = self.functions.get(*i);
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self, me)))
+            }
+        };
         let verdict = match r {
             Ok(v) => v,
             Err(p) => {
@@ -539,17 +554,14 @@ impl Talloc {
         &mut self,
         slot: u32,
         key: Key,
-        d: crate::heap::Destructor,
+        d: Destructor,
         verdict: DestructorResult,
     ) -> DestructorResult {
         if self.slot(key).is_ok() {
             self.slots.node_mut(slot).flags &= !flag::IN_DESTRUCTOR;
             if verdict.is_err() {
                 // Restore it, unless the destructor set another one.
-                let rare = self.rare_mut(slot);
-                if rare.destructor.is_none() && self.slots.node(slot).has(flag::DESTRUCTOR) {
-                    self.rare_mut(slot).destructor = Some(d);
-                }
+                self.restore_destructor(slot, d);
             } else {
                 // The object is about to go; a destructor it set for itself
                 // meanwhile is dropped with it.
@@ -562,7 +574,7 @@ impl Talloc {
     /// Releases a node that is out of the tree and childless.
     #[inline(always)]
     fn release(&mut self, slot: u32, panic: &mut Panic) {
-        if self.slots.node(slot).rare == NIL {
+        if !self.slots.node(slot).has(flag::RARE) {
             // No destructor, name, reference or limit to take care of.
             if let Some(p) = self.slots.release(slot) {
                 keep_first(panic, p);
@@ -689,71 +701,5 @@ impl Talloc {
             slot = self.slots.node(slot).parent;
         }
         false
-    }
-
-    /// Sets the destructor of an object (`talloc_set_destructor`), replacing
-    /// any previous one. It runs when the object is freed, before its
-    /// children, with the heap and the object's handle; returning
-    /// `Err(Refused)` keeps the object alive.
-    ///
-    /// ```
-    /// use talloc::{Talloc, Refused};
-    /// let mut heap = Talloc::new();
-    /// let top = heap.new_context(None)?;
-    /// let keep = heap.alloc_str(top, "precious")?;
-    /// heap.set_destructor(keep, |_, _| Err(Refused))?;
-    /// heap.free(top)?;                  // the child refuses and survives
-    /// assert_eq!(heap.parent(keep)?, None);
-    /// # Ok::<(), talloc::Error>(())
-    /// ```
-    #[inline]
-    pub fn set_destructor<T: ?Sized + 'static>(
-        &mut self,
-        p: Ptr<T>,
-        mut f: impl FnMut(&mut Talloc, Ptr<T>) -> DestructorResult + 'static,
-    ) -> Result<(), Error> {
-        let slot = self.slot(p.key)?;
-        if self.slots.node(slot).has(flag::REF_HANDLE) {
-            return Err(Error::IsReference);
-        }
-        let erased: crate::heap::Destructor =
-            Box::new(move |heap: &mut Talloc, me: AnyPtr| f(heap, Ptr::from_key(me.key)));
-        self.rare_mut(slot).destructor = Some(erased);
-        self.slots.node_mut(slot).flags |= flag::DESTRUCTOR;
-        Ok(())
-    }
-
-    /// Removes an object's destructor (`talloc_set_destructor(p, NULL)`).
-    ///
-    /// ```
-    /// # let mut heap = talloc::Talloc::new();
-    /// let p = heap.alloc(None, 1u8)?;
-    /// heap.set_destructor(p, |_, _| Err(talloc::Refused))?;
-    /// heap.clear_destructor(p)?;
-    /// assert!(!heap.has_destructor(p)?);
-    /// heap.free(p)?;
-    /// # Ok::<(), talloc::Error>(())
-    /// ```
-    pub fn clear_destructor(&mut self, p: impl Into<AnyPtr>) -> Result<(), Error> {
-        let slot = self.slot(p.into().key)?;
-        if self.slots.node(slot).has(flag::DESTRUCTOR) {
-            let old = self.rare_mut(slot).destructor.take();
-            self.slots.node_mut(slot).flags &= !flag::DESTRUCTOR;
-            drop(old);
-        }
-        Ok(())
-    }
-
-    /// Whether a destructor is set.
-    ///
-    /// ```
-    /// # let mut heap = talloc::Talloc::new();
-    /// let p = heap.alloc(None, 1u8)?;
-    /// assert!(!heap.has_destructor(p)?);
-    /// # Ok::<(), talloc::Error>(())
-    /// ```
-    pub fn has_destructor(&self, p: impl Into<AnyPtr>) -> Result<bool, Error> {
-        let slot = self.slot(p.into().key)?;
-        Ok(self.slots.node(slot).has(flag::DESTRUCTOR))
     }
 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Index, IndexMut};
 
+use crate::destructor::{Boxed, Functions};
 use crate::error::AllocError;
 use crate::ptr::Key;
 use crate::storage::{flag, marker_desc, Flags, Object, Slots, HEAP_IDS, NIL};
@@ -51,8 +52,6 @@ impl fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-pub(crate) type Destructor = Box<dyn FnMut(&mut Talloc, AnyPtr) -> DestructorResult>;
-
 /// A custom name.
 pub(crate) enum Name {
     /// `set_name_const`: nothing allocated.
@@ -68,7 +67,7 @@ pub(crate) enum Name {
 /// `DerefMut` creates the box.
 #[derive(Default)]
 pub(crate) struct Rare {
-    pub(crate) destructor: Option<Destructor>,
+    pub(crate) destructor: Option<Boxed>,
     ext: Option<Box<RareExt>>,
 }
 
@@ -143,6 +142,8 @@ pub struct Talloc {
     pub(crate) slots: Slots,
     rare: Vec<Rare>,
     rare_free: Vec<u32>,
+    /// Destructors set as plain functions.
+    pub(crate) functions: Functions,
     /// Number of live memory limits: while 0, allocation skips the check.
     pub(crate) limits: usize,
     pub(crate) leak_report: Option<crate::report::LeakReport>,
@@ -214,6 +215,7 @@ impl Talloc {
             slots: Slots::new(id),
             rare: Vec::new(),
             rare_free: Vec::new(),
+            functions: Functions::default(),
             limits: 0,
             leak_report: None,
             top: NIL,
@@ -298,20 +300,30 @@ impl Talloc {
     // ----- the rare table ------------------------------------------------
 
     pub(crate) fn rare(&self, slot: u32) -> Option<&Rare> {
-        let r = self.slots.node(slot).rare;
-        (r != NIL).then(|| &self.rare[r as usize])
+        let n = self.slots.node(slot);
+        n.has(flag::RARE).then(|| &self.rare[n.rare as usize])
     }
 
     #[inline]
     pub(crate) fn rare_mut(&mut self, slot: u32) -> &mut Rare {
-        let mut r = self.slots.node(slot).rare;
-        if r == NIL {
-            r = self.new_rare(slot);
-        }
+        let n = self.slots.node(slot);
+        let r = if n.has(flag::RARE) {
+            n.rare
+        } else {
+            self.new_rare(slot)
+        };
+        &mut self.rare[r as usize]
+    }
+
+    /// The rare entry at index `r`.
+    #[inline]
+    pub(crate) fn rare_entry(&mut self, r: u32) -> &mut Rare {
         &mut self.rare[r as usize]
     }
 
     /// Gives a node without one a (default) rare entry; returns its index.
+    /// A function destructor the node named without an entry moves into
+    /// it.
     #[inline(never)]
     fn new_rare(&mut self, slot: u32) -> u32 {
         let r = match self.rare_free.pop() {
@@ -322,20 +334,21 @@ impl Talloc {
             }
         };
         let n = self.slots.node_mut(slot);
+        if n.has(flag::DESTRUCTOR) && n.rare != NIL {
+            self.move_function_to_entry(slot, r);
+        }
+        let n = self.slots.node_mut(slot);
         n.rare = r;
         n.flags |= flag::RARE;
         r
     }
 
-    /// Takes a node's destructor out of its rare entry (if it has either),
-    /// without creating an entry.
-    #[inline]
-    pub(crate) fn take_destructor(&mut self, slot: u32) -> Option<Destructor> {
-        let r = self.slots.node(slot).rare;
-        if r == NIL {
-            return None;
-        }
-        self.rare[r as usize].destructor.take()
+    /// The function destructor a node named without a side entry goes into
+    /// its new entry `r`.
+    #[cold]
+    fn move_function_to_entry(&mut self, slot: u32, r: u32) {
+        let function = self.slots.node(slot).rare;
+        self.rare[r as usize].destructor = Some(self.functions.boxed(function));
     }
 
     /// Gives an empty rare entry (no destructor and nothing in `ext`, as
@@ -344,26 +357,30 @@ impl Talloc {
     /// done, when the node has none or it holds something.
     #[inline]
     pub(crate) fn drop_empty_rare(&mut self, slot: u32) -> bool {
-        let r = self.slots.node(slot).rare;
-        if r == NIL {
+        let n = self.slots.node(slot);
+        if !n.has(flag::RARE) {
             return false;
         }
+        let r = n.rare;
         let e = &self.rare[r as usize];
         if e.destructor.is_some() || e.ext.is_some() {
             return false;
         }
-        self.slots.node_mut(slot).rare = NIL;
+        let n = self.slots.node_mut(slot);
+        n.rare = NIL;
+        n.flags &= !flag::RARE;
         self.rare_free.push(r);
         true
     }
 
     /// Gives the rare entry of a node that is being released back.
     pub(crate) fn drop_rare(&mut self, slot: u32) -> Option<Rare> {
-        let r = self.slots.node(slot).rare;
-        if r == NIL {
+        let n = self.slots.node_mut(slot);
+        if !n.has(flag::RARE) {
             return None;
         }
-        self.slots.node_mut(slot).rare = NIL;
+        let r = std::mem::replace(&mut n.rare, NIL);
+        n.flags &= !flag::RARE;
         self.rare_free.push(r);
         Some(std::mem::take(&mut self.rare[r as usize]))
     }

@@ -25,7 +25,9 @@
 //! The modules, in reading order:
 //!
 //! - creation and access: [`Talloc`], [`Ptr`], [`AnyPtr`] (heap.rs, ptr.rs);
-//! - freeing and destructors: [`Talloc::free`], [`Talloc::set_destructor`];
+//! - freeing: [`Talloc::free`], [`Talloc::free_children`];
+//! - destructors, closures or plain functions: [`Talloc::set_destructor`],
+//!   [`Talloc::set_destructor_fn`];
 //! - values back out: [`Talloc::take`], [`Talloc::replace`];
 //! - reparenting and references: [`Talloc::steal`], [`Talloc::reference`];
 //! - names and types: [`Talloc::name`], [`Talloc::downcast`];
@@ -40,6 +42,7 @@
 // docs.rs (see Cargo.toml) marks `strategy` as needing the `proptest` feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod destructor;
 mod error;
 mod free;
 mod heap;

@@ -29,7 +29,10 @@ use std::rc::Rc;
 use proptest::collection::{vec, SizeRange};
 use proptest::prelude::*;
 
-use crate::{AnyPtr, Error, Parcel, Pool, Ptr, Refused, Talloc, NAME_CHUNK_NAME, REFERENCE_NAME};
+use crate::{
+    AnyPtr, DestructorResult, Error, Parcel, Pool, Ptr, Refused, Talloc, NAME_CHUNK_NAME,
+    REFERENCE_NAME,
+};
 
 /// The handles issued so far by [`Op::apply`], and a log of destructor calls.
 ///
@@ -51,8 +54,10 @@ use crate::{AnyPtr, Error, Parcel, Pool, Ptr, Refused, Talloc, NAME_CHUNK_NAME, 
 pub struct Handles {
     /// Every handle issued so far, oldest first (stale ones included).
     pub issued: Vec<AnyPtr>,
-    /// The objects whose destructors (set by [`Op::SetDestructor`]) ran, in
-    /// call order; a destructor that refuses is logged each time it runs.
+    /// The objects whose destructors (set by [`Op::SetDestructor`] or
+    /// [`Op::SetDestructorFn`]) ran, in call order; a destructor that
+    /// refuses is logged each time it runs. Function destructors log into
+    /// the `Handles` of the operation being applied on this thread.
     pub destructor_calls: Rc<RefCell<Vec<AnyPtr>>>,
 }
 
@@ -167,6 +172,9 @@ pub enum Op {
     /// that logs its call in [`Handles::destructor_calls`], then accepts or
     /// refuses.
     SetDestructor(usize, bool),
+    /// `SetDestructorFn(p, refuse)`: the same with
+    /// [`Talloc::set_destructor_fn`], a plain function.
+    SetDestructorFn(usize, bool),
     /// `ClearDestructor(p)`: [`Talloc::clear_destructor`].
     ClearDestructor(usize),
     /// `SetName(p, name)`: [`Talloc::set_name`]; pushes the new name chunk.
@@ -259,9 +267,11 @@ impl Op {
             }
             Op::Free(x) | Op::FreeChildren(x) | Op::ClearDestructor(x) | Op::SetNameConst(x) => x,
             Op::Steal(_, x) | Op::Reparent(_, _, x) | Op::Reference(_, x) | Op::Unlink(_, x) => x,
-            Op::SetDestructor(x, _) | Op::SetName(x, _) | Op::Resize(x, _) => x,
+            Op::SetDestructor(x, _) | Op::SetDestructorFn(x, _) => x,
+            Op::SetName(x, _) | Op::Resize(x, _) => x,
             Op::SetMemlimit(x, _) | Op::Transfer(x, _) | Op::Take(x) => x,
         };
+        FN_LOG.with(|log| *log.borrow_mut() = Some(handles.destructor_calls.clone()));
         let Some(p) = handles.pick(*object) else {
             return Ok(Applied::Skipped);
         };
@@ -305,6 +315,9 @@ impl Op {
                     })
                 })
             }
+            Op::SetDestructorFn(_, refuse) => {
+                typed!(heap, p, p => set_logging_fn(heap, p, *refuse))
+            }
             Op::Resize(_, len) => match heap.downcast::<str>(p) {
                 Ok(s) => Some(heap.str_append(s, &"+".repeat(len % 8))),
                 Err(_) => typed!(@ heap, p, a => heap.realloc(a, *len); [u8], [u32]),
@@ -328,6 +341,39 @@ impl Op {
         };
         ran.map_or(Ok(Applied::Skipped), done)
     }
+}
+
+thread_local! {
+    /// The destructor log of the operation being applied on this thread,
+    /// for function destructors, which capture nothing.
+    static FN_LOG: RefCell<Option<Rc<RefCell<Vec<AnyPtr>>>>> = const { RefCell::new(None) };
+}
+
+/// A function destructor that logs its call, then accepts or refuses.
+fn logging_fn<T: ?Sized, const REFUSE: bool>(_: &mut Talloc, me: Ptr<T>) -> DestructorResult {
+    FN_LOG.with(|log| {
+        if let Some(log) = &*log.borrow() {
+            log.borrow_mut().push(me.erase());
+        }
+    });
+    if REFUSE {
+        Err(Refused)
+    } else {
+        Ok(())
+    }
+}
+
+fn set_logging_fn<T: ?Sized + 'static>(
+    heap: &mut Talloc,
+    p: Ptr<T>,
+    refuse: bool,
+) -> Result<(), Error> {
+    let f: fn(&mut Talloc, Ptr<T>) -> DestructorResult = if refuse {
+        logging_fn::<T, true>
+    } else {
+        logging_fn::<T, false>
+    };
+    heap.set_destructor_fn(p, f)
 }
 
 /// `Done`, or the heap's error.
@@ -441,6 +487,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         3 => (p(), o()).prop_map(|(owner, x)| Op::Reference(owner, x)),
         3 => (p(), o()).prop_map(|(ctx, x)| Op::Unlink(ctx, x)),
         3 => (o(), any::<bool>()).prop_map(|(x, refuse)| Op::SetDestructor(x, refuse)),
+        2 => (o(), any::<bool>()).prop_map(|(x, refuse)| Op::SetDestructorFn(x, refuse)),
         1 => o().prop_map(Op::ClearDestructor),
         2 => (o(), "[a-z]{0,8}").prop_map(|(x, name)| Op::SetName(x, name)),
         1 => o().prop_map(Op::SetNameConst),

@@ -195,7 +195,15 @@ impl Talloc {
             }
             let rare = self.rare(slot);
             let flag_err = |flag| Err(Violation::Flag { object: me, flag });
-            if n.has(flag::DESTRUCTOR) != rare.is_some_and(|r| r.destructor.is_some()) {
+            // Without a side entry, the node's index field names its
+            // function destructor, or nothing.
+            let has_destructor = match rare {
+                Some(r) => r.destructor.is_some(),
+                None => n.rare != NIL && self.functions.contains(n.rare),
+            };
+            if n.has(flag::DESTRUCTOR) != has_destructor
+                || (rare.is_none() && !n.has(flag::DESTRUCTOR) && n.rare != NIL)
+            {
                 return flag_err("DESTRUCTOR");
             }
             if n.has(flag::REFERENCED) != rare.is_some_and(|r| !r.refs.is_empty()) {

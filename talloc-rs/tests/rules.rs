@@ -431,6 +431,176 @@ fn t03_only_one_destructor_a_new_one_replaces_the_old() -> R {
     Ok(())
 }
 
+// Destructors given as plain functions (`set_destructor_fn`, C's function
+// pointer) follow the same rules; they capture nothing, so they log here.
+thread_local! {
+    static FN_LOG: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+fn fn_log() -> Vec<String> {
+    FN_LOG.with(|l| l.take())
+}
+
+fn note(what: String) {
+    FN_LOG.with(|l| l.borrow_mut().push(what));
+}
+
+/// Logs the string it guards; refuses while it is "keep".
+fn guard_str(heap: &mut Talloc, me: Ptr<str>) -> talloc::DestructorResult {
+    note(heap[me].to_owned());
+    if &heap[me] == "keep" {
+        Err(Refused)
+    } else {
+        Ok(())
+    }
+}
+
+/// Logs the value it guards, for any type that can show it.
+fn show<T: std::fmt::Debug + 'static>(heap: &mut Talloc, me: Ptr<T>) -> talloc::DestructorResult {
+    note(format!("{:?}", heap[me]));
+    Ok(())
+}
+
+#[test]
+fn t03_function_destructors_run_and_refuse_like_closures() -> R {
+    let mut heap = Talloc::new();
+    let top = heap.new_context(None)?;
+    let a = heap.alloc_str(top, "a")?;
+    let keep = heap.alloc_str(top, "keep")?;
+    let b = heap.alloc_str(top, "b")?;
+    for p in [a, keep, b] {
+        heap.set_destructor_fn(p, guard_str)?;
+    }
+    heap.free(top)?;
+    ok(&heap);
+    // Newest child first; the refusing one survives, its destructor kept.
+    assert_eq!(fn_log(), ["b", "keep", "a"]);
+    assert!(heap.has_destructor(keep)?);
+    assert_eq!(heap.free(keep), Err(Error::Refused));
+    assert_eq!(fn_log(), ["keep"]);
+    heap.clear_destructor(keep)?;
+    heap.free(keep)?;
+    assert_eq!(fn_log(), Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
+fn t03_a_function_destructor_is_typed_per_object() -> R {
+    // One generic function, two instances: each object gets its own type.
+    let mut heap = Talloc::new();
+    let top = heap.new_context(None)?;
+    let n = heap.alloc(top, 7u32)?;
+    let s = heap.alloc(top, String::from("seven"))?;
+    heap.set_destructor_fn(n, show::<u32>)?;
+    heap.set_destructor_fn(s, show::<String>)?;
+    heap.free(top)?;
+    ok(&heap);
+    assert_eq!(fn_log(), ["\"seven\"", "7"]);
+    Ok(())
+}
+
+#[test]
+fn t03_a_function_destructor_keeps_through_names_references_and_limits() -> R {
+    let mut heap = Talloc::new();
+    let top = heap.new_context(None)?;
+    // Function first, then what needs a side entry; and the other way.
+    let a = heap.alloc_str(top, "a")?;
+    heap.set_destructor_fn(a, guard_str)?;
+    heap.set_name(a, "named a")?;
+    let b = heap.alloc_str(top, "b")?;
+    heap.set_memlimit(b, 1 << 20)?;
+    heap.set_destructor_fn(b, guard_str)?;
+    let owner = heap.new_context(None)?;
+    let c = heap.alloc_str(top, "c")?;
+    heap.set_destructor_fn(c, guard_str)?;
+    heap.reference(owner, c)?;
+    ok(&heap);
+    heap.free(top)?;
+    ok(&heap);
+    // c moved to its reference's owner; a and b went.
+    assert_eq!(fn_log(), ["b", "a"]);
+    assert_eq!(heap.parent(c)?, Some(owner.erase()));
+    heap.free(owner)?;
+    assert_eq!(fn_log(), ["c"]);
+    assert_eq!(heap.live_objects(), 0);
+    Ok(())
+}
+
+fn second(_: &mut Talloc, _: Ptr<str>) -> talloc::DestructorResult {
+    note("second".into());
+    Ok(())
+}
+
+fn first_sets_second(heap: &mut Talloc, me: Ptr<str>) -> talloc::DestructorResult {
+    note("first".into());
+    heap.set_destructor_fn(me, second).unwrap();
+    Err(Refused)
+}
+
+fn clears_itself(heap: &mut Talloc, me: Ptr<str>) -> talloc::DestructorResult {
+    note("clears".into());
+    heap.clear_destructor(me).unwrap();
+    Err(Refused)
+}
+
+fn sets_a_closure(heap: &mut Talloc, me: Ptr<str>) -> talloc::DestructorResult {
+    note("function".into());
+    heap.set_destructor(me, |_, _| {
+        note("closure".into());
+        Ok(())
+    })
+    .unwrap();
+    Err(Refused)
+}
+
+#[test]
+fn t03_a_function_destructor_replaced_or_cleared_by_itself_is_not_restored() -> R {
+    let mut heap = Talloc::new();
+    let p = heap.alloc_str(None, "p")?;
+    heap.set_destructor_fn(p, first_sets_second)?;
+    assert_eq!(heap.free(p), Err(Error::Refused));
+    ok(&heap);
+    heap.free(p)?;
+    assert_eq!(fn_log(), ["first", "second"]);
+
+    let p = heap.alloc_str(None, "p")?;
+    heap.set_destructor_fn(p, clears_itself)?;
+    assert_eq!(heap.free(p), Err(Error::Refused));
+    ok(&heap);
+    assert!(!heap.has_destructor(p)?);
+    heap.free(p)?;
+    assert_eq!(fn_log(), ["clears"]);
+
+    let p = heap.alloc_str(None, "p")?;
+    heap.set_destructor_fn(p, sets_a_closure)?;
+    assert_eq!(heap.free(p), Err(Error::Refused));
+    ok(&heap);
+    heap.free(p)?;
+    assert_eq!(fn_log(), ["function", "closure"]);
+    ok(&heap);
+    Ok(())
+}
+
+#[test]
+fn t03_functions_and_closures_replace_each_other() -> R {
+    let mut heap = Talloc::new();
+    let p = heap.alloc_str(None, "p")?;
+    heap.set_destructor_fn(p, second)?;
+    heap.set_destructor(p, |_, _| {
+        note("closure".into());
+        Ok(())
+    })?;
+    heap.set_destructor_fn(p, guard_str)?;
+    ok(&heap);
+    heap.clear_destructor(p)?;
+    assert!(!heap.has_destructor(p)?);
+    heap.set_destructor_fn(p, guard_str)?;
+    ok(&heap);
+    heap.free(p)?;
+    assert_eq!(fn_log(), ["p"]);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // T4. A child that refuses to die during a parent's free.
 // ---------------------------------------------------------------------------

@@ -153,7 +153,9 @@ pub(crate) mod flag {
     pub const INLINE: Flags = 1 << 0;
     /// The node has an entry in the rare table (destructor, name, refs, limit, pool).
     pub const RARE: Flags = 1 << 1;
-    /// A destructor is set (implies RARE).
+    /// A destructor is set: in the rare entry with RARE; without RARE, a
+    /// function destructor whose index is in the node's `rare` field (NIL
+    /// while it runs).
     pub const DESTRUCTOR: Flags = 1 << 2;
     /// References point at this node (implies RARE).
     pub const REFERENCED: Flags = 1 << 3;
@@ -201,7 +203,8 @@ pub(crate) struct Node {
     pub next: u32,
     /// Number of elements (bytes including the NUL for strings).
     pub len: u32,
-    /// Index in the rare table, or NIL.
+    /// With the RARE flag, the index in the rare table. Without it, the
+    /// index of a function destructor (with DESTRUCTOR), or NIL.
     pub rare: u32,
     /// The stored type, an index into the heap's [`Types`].
     pub ty: u16,
