@@ -334,20 +334,19 @@ impl Talloc {
             }
         };
         let n = self.slots.node_mut(slot);
-        if n.has(flag::DESTRUCTOR) && n.rare != NIL {
-            self.move_function_to_entry(slot, r);
-        }
-        let n = self.slots.node_mut(slot);
-        n.rare = r;
+        // Without an entry, the field is NIL or names a function destructor.
+        let function = std::mem::replace(&mut n.rare, r);
         n.flags |= flag::RARE;
+        if function != NIL {
+            self.move_function_to_entry(function, r);
+        }
         r
     }
 
-    /// The function destructor a node named without a side entry goes into
+    /// A function destructor a node named without a side entry goes into
     /// its new entry `r`.
     #[cold]
-    fn move_function_to_entry(&mut self, slot: u32, r: u32) {
-        let function = self.slots.node(slot).rare;
+    fn move_function_to_entry(&mut self, function: u32, r: u32) {
         self.rare[r as usize].destructor = Some(self.functions.boxed(function));
     }
 
