@@ -564,8 +564,13 @@ impl Talloc {
                 self.restore_destructor(slot, d);
             } else {
                 // The object is about to go; a destructor it set for itself
-                // meanwhile is dropped with it.
-                self.slots.node_mut(slot).flags &= !flag::DESTRUCTOR;
+                // meanwhile is dropped with it (a function named without a
+                // side entry is simply forgotten).
+                let n = self.slots.node_mut(slot);
+                n.flags &= !flag::DESTRUCTOR;
+                if !n.has(flag::RARE) {
+                    n.rare = NIL;
+                }
             }
         }
         verdict

@@ -537,6 +537,12 @@ fn first_sets_second(heap: &mut Talloc, me: Ptr<str>) -> talloc::DestructorResul
     Err(Refused)
 }
 
+fn sets_second_and_agrees(heap: &mut Talloc, me: Ptr<str>) -> talloc::DestructorResult {
+    note("agrees".into());
+    heap.set_destructor_fn(me, second).unwrap();
+    Ok(())
+}
+
 fn clears_itself(heap: &mut Talloc, me: Ptr<str>) -> talloc::DestructorResult {
     note("clears".into());
     heap.clear_destructor(me).unwrap();
@@ -578,6 +584,43 @@ fn t03_a_function_destructor_replaced_or_cleared_by_itself_is_not_restored() -> 
     heap.free(p)?;
     assert_eq!(fn_log(), ["function", "closure"]);
     ok(&heap);
+
+    // One that sets another and agrees goes: the other never runs.
+    let p = heap.alloc_str(None, "p")?;
+    heap.set_destructor_fn(p, sets_second_and_agrees)?;
+    heap.free(p)?;
+    ok(&heap);
+    assert_eq!(fn_log(), ["agrees"]);
+    Ok(())
+}
+
+/// An object that frees its partner when it goes.
+struct Partner(Option<Ptr<Partner>>);
+
+fn free_partner(heap: &mut Talloc, me: Ptr<Partner>) -> talloc::DestructorResult {
+    note("partner".into());
+    if let Some(other) = heap[me].0.take() {
+        // The same function runs again, nested, for the partner.
+        heap.free(other).unwrap();
+    }
+    Ok(())
+}
+
+#[test]
+fn t03_a_function_destructor_may_free_an_object_with_the_same_function() -> R {
+    let mut heap = Talloc::new();
+    let a = heap.alloc(None, Partner(None))?;
+    let b = heap.alloc(None, Partner(None))?;
+    heap[a].0 = Some(b);
+    heap.set_destructor_fn(a, free_partner)?;
+    heap.set_destructor_fn(b, free_partner)?;
+    heap.free(a)?;
+    ok(&heap);
+    assert_eq!(fn_log(), ["partner", "partner"]);
+    assert_eq!(
+        (heap.get(a).err(), heap.get(b).err()),
+        (Some(Error::Stale), Some(Error::Stale))
+    );
     Ok(())
 }
 
