@@ -56,7 +56,9 @@ pub enum Error {
     /// The system allocator failed.
     OutOfMemory,
     /// The heap holds as many objects as its handles can name (2^32 - 1
-    /// slots, less those retired because their generation ran out).
+    /// slots, less those retired because their generation ran out), or as
+    /// many distinct types as its nodes can name (65,536; bytes and
+    /// strings can always be stored).
     HeapFull,
     /// Every heap id of the process has been handed out (2^64 - 2 heaps):
     /// a new heap could not be told apart from an old one.
@@ -102,7 +104,7 @@ impl fmt::Display for Error {
             Error::NotAParent => f.write_str("the context is not a parent of the object"),
             Error::TooLarge => f.write_str("the size is too large"),
             Error::OutOfMemory => f.write_str("out of memory"),
-            Error::HeapFull => f.write_str("the heap has no free slot left"),
+            Error::HeapFull => f.write_str("the heap has no free slot (or type index) left"),
             Error::HeapIdsExhausted => f.write_str("no heap id is left in this process"),
             Error::MemoryLimit { context } => {
                 write!(f, "the memory limit of {context:?} would be exceeded")
