@@ -5,9 +5,11 @@
 //! the bytes. Its invariants, which every `unsafe` block below relies on:
 //!
 //! 1. A live node (odd generation) holds exactly `len` initialised elements of
-//!    the type its `desc` describes, either inline in the node or behind
-//!    `Payload::out.ptr` (an allocation of its own, or a range of a pool
-//!    region that stays allocated while the node lives).
+//!    the type its type index names in the heap's table (entries are never
+//!    removed), either inline in the node or behind `Payload::out.ptr` (an
+//!    allocation of its own, or a range of a pool region that stays
+//!    allocated while the node lives). Its `NEEDS_DROP` flag is the type's
+//!    (cleared only to hand the value over without dropping it).
 //! 2. A `Ptr<T>` whose heap id and generation match a live node was minted for
 //!    that node by an allocation of `T` (or a checked downcast to `T`), and no
 //!    operation changes the type of a live node. So the stored type is `T`.
@@ -25,9 +27,10 @@
 //!
 //! Invariant 2 is upheld outside this module by every place that mints a
 //! typed handle with `Ptr::from_key`: `heap.rs` (allocation, downcasts),
-//! `parcel.rs` (attach), `names.rs` (`find_parent_by_type`) and `free.rs`
-//! (a destructor gets the handle it was set for). Each mints a `Ptr<T>` only
-//! for a node it has just stored a `T` in, or whose type id it checked.
+//! `parcel.rs` (attach), `names.rs` (`find_parent_by_type`) and
+//! `destructor.rs` (a destructor gets the handle it was set for, a `Ptr<T>`
+//! of the object it was set on). Each mints a `Ptr<T>` only for a node it
+//! has just stored a `T` in, or whose type id it checked.
 //! Invariants 4, 5 and 6 are upheld in this module alone, and
 //! [`Slots::lookup`] is the only check of a handle against a heap.
 //!
