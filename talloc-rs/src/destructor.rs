@@ -29,6 +29,14 @@ pub(crate) enum Destructor {
     Function(u32),
 }
 
+/// The bounds of a destructor `set_destructor_fn` can share.
+trait Shareable<T: ?Sized>: Fn(&mut Talloc, Ptr<T>) -> DestructorResult + Copy + 'static {}
+
+impl<T: ?Sized, F> Shareable<T> for F where
+    F: Fn(&mut Talloc, Ptr<T>) -> DestructorResult + Copy + 'static
+{
+}
+
 /// A function destructor with its object's type erased. It is shared
 /// through an `Rc` so that a call can hold it while the heap is lent to
 /// it (the function may set or free destructors itself).
@@ -40,12 +48,11 @@ type Erased = Rc<dyn Fn(&mut Talloc, AnyPtr) -> DestructorResult>;
 #[derive(Default)]
 pub(crate) struct Functions {
     fns: Vec<Erased>,
-    /// (function address, object type) to index. The type is part of the
-    /// key because two functions for different types may share an address
-    /// once the linker merges identical code.
-    index: HashMap<(usize, TypeId), u32>,
+    /// The function's type (a function item, or a closure that captures
+    /// nothing: zero-sized, so all its values are the same) to index.
+    index: HashMap<TypeId, u32>,
     /// The last function looked up, found again in a compare.
-    last: Option<(usize, TypeId, u32)>,
+    last: Option<(TypeId, u32)>,
 }
 
 impl fmt::Debug for Functions {
@@ -57,25 +64,18 @@ impl fmt::Debug for Functions {
 }
 
 impl Functions {
-    /// The index of `f`, added on first use.
+    /// The index of the zero-sized function `f`, added on first use.
     #[inline]
-    fn index_of<T: ?Sized + 'static>(
-        &mut self,
-        f: fn(&mut Talloc, Ptr<T>) -> DestructorResult,
-    ) -> u32 {
-        let key = (f as usize, TypeId::of::<T>());
+    fn index_of<T: ?Sized + 'static, F: Shareable<T>>(&mut self, f: F) -> u32 {
+        let key = TypeId::of::<F>();
         match self.last {
-            Some((addr, ty, i)) if (addr, ty) == key => i,
+            Some((ty, i)) if ty == key => i,
             _ => self.index_of_slow(f, key),
         }
     }
 
     #[cold]
-    fn index_of_slow<T: ?Sized + 'static>(
-        &mut self,
-        f: fn(&mut Talloc, Ptr<T>) -> DestructorResult,
-        key: (usize, TypeId),
-    ) -> u32 {
+    fn index_of_slow<T: ?Sized + 'static, F: Shareable<T>>(&mut self, f: F, key: TypeId) -> u32 {
         let next = self.fns.len() as u32;
         let i = *self.index.entry(key).or_insert(next);
         if i == next {
@@ -85,7 +85,7 @@ impl Functions {
                 f(heap, Ptr::from_key(me.key))
             }));
         }
-        self.last = Some((key.0, key.1, i));
+        self.last = Some((key, i));
         i
     }
 
@@ -142,9 +142,14 @@ impl Talloc {
 
     /// Sets a plain function as the destructor of an object, replacing any
     /// previous one: what [`set_destructor`](Talloc::set_destructor) does,
-    /// the way C's `talloc_set_destructor` takes a function pointer. The
-    /// heap keeps each function once, so an object that has nothing else
-    /// rare (no name, reference or limit) needs no side entry for it.
+    /// the way C's `talloc_set_destructor` takes a function pointer.
+    ///
+    /// A function named by its item (`f`, `f::<T>`) or a closure that
+    /// captures nothing has one value, so the heap keeps it once and an
+    /// object that has nothing else rare (no name, reference or limit)
+    /// needs no side entry for it. Anything else `Copy` (a function
+    /// pointer, a closure that captures `Copy` state) is kept per object,
+    /// exactly as `set_destructor` keeps it.
     ///
     /// ```
     /// use talloc::{DestructorResult, Ptr, Refused, Talloc};
@@ -161,11 +166,21 @@ impl Talloc {
     /// # Ok::<(), talloc::Error>(())
     /// ```
     #[inline]
-    pub fn set_destructor_fn<T: ?Sized + 'static>(
+    pub fn set_destructor_fn<T: ?Sized + 'static, F>(
         &mut self,
         p: Ptr<T>,
-        f: fn(&mut Talloc, Ptr<T>) -> DestructorResult,
-    ) -> Result<(), Error> {
+        f: F,
+    ) -> Result<(), Error>
+    where
+        F: Fn(&mut Talloc, Ptr<T>) -> DestructorResult + Copy + 'static,
+    {
+        // A zero-sized `F` (a function item, a closure that captures
+        // nothing) has one value, so one copy serves every object; being
+        // `Copy`, it has no drop. A function pointer or a closure with
+        // captured state is kept per object, as `set_destructor` does.
+        if std::mem::size_of::<F>() != 0 {
+            return self.set_destructor(p, f);
+        }
         let slot = self.destructor_target(p.key)?;
         let i = self.functions.index_of(f);
         if self.slots.node(slot).has(flag::RARE) {

@@ -368,12 +368,12 @@ fn set_logging_fn<T: ?Sized + 'static>(
     p: Ptr<T>,
     refuse: bool,
 ) -> Result<(), Error> {
-    let f: fn(&mut Talloc, Ptr<T>) -> DestructorResult = if refuse {
-        logging_fn::<T, true>
+    // Named by their items, so that the heap shares them.
+    if refuse {
+        heap.set_destructor_fn(p, logging_fn::<T, true>)
     } else {
-        logging_fn::<T, false>
-    };
-    heap.set_destructor_fn(p, f)
+        heap.set_destructor_fn(p, logging_fn::<T, false>)
+    }
 }
 
 /// `Done`, or the heap's error.

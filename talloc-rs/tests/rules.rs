@@ -625,6 +625,38 @@ fn t03_a_function_destructor_may_free_an_object_with_the_same_function() -> R {
 }
 
 #[test]
+fn t03_set_destructor_fn_keeps_pointers_and_copy_state_per_object() -> R {
+    let mut heap = Talloc::new();
+    let top = heap.new_context(None)?;
+    // A function pointer, and closures whose one type holds different
+    // values: none may stand in for another.
+    let pointer: fn(&mut Talloc, Ptr<str>) -> talloc::DestructorResult = guard_str;
+    let p = heap.alloc_str(top, "pointer")?;
+    heap.set_destructor_fn(p, pointer)?;
+    for k in [1u32, 2, 3] {
+        let c = heap.alloc_str(top, "c")?;
+        heap.set_destructor_fn(c, move |_, _| {
+            note(format!("closure {k}"));
+            Ok(())
+        })?;
+    }
+    // A closure that captures nothing is shared, like a function.
+    let s = heap.alloc_str(top, "s")?;
+    heap.set_destructor_fn(s, |_, _| {
+        note("shared".into());
+        Ok(())
+    })?;
+    ok(&heap);
+    heap.free(top)?;
+    ok(&heap);
+    assert_eq!(
+        fn_log(),
+        ["shared", "closure 3", "closure 2", "closure 1", "pointer"]
+    );
+    Ok(())
+}
+
+#[test]
 fn t03_functions_and_closures_replace_each_other() -> R {
     let mut heap = Talloc::new();
     let p = heap.alloc_str(None, "p")?;
