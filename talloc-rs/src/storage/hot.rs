@@ -89,9 +89,6 @@ impl Slots {
         if mem::size_of::<T>() > INLINE_BYTES || mem::align_of::<T>() > 8 {
             return Err(value);
         }
-        if self.free == NIL {
-            return Err(value);
-        }
         let Ok(ty) = self.type_of(<T as Object>::desc()) else {
             return Err(value);
         };
